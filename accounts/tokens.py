@@ -1,0 +1,124 @@
+"""Personal API tokens: issue, revoke, authenticate.
+
+A token reads `gh_<prefix>_<secret>`: the prefix finds the row, the secret is checked against
+its SHA-256 in constant time. The same check serves DRF, the WebSocket middleware and the
+OpenAI-compatible endpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import string
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+
+from accounts.models import ApiToken, Membership
+
+TOKEN_RE = re.compile(r"^gh_([a-z0-9]{10})_([A-Za-z0-9_\-]{20,100})$")
+_PREFIX_ALPHABET = string.ascii_lowercase + string.digits
+# Writing last_used_at on every request would put a database write on the hot path.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+class TokenError(Exception):
+    """Why a presented token was refused; `code` is stable, `message` safe to show."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: ApiToken
+    secret: str  # the full token string, shown once and never stored
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def token_issue(
+    *, membership: Membership, name: str, expires_at: datetime | None = None
+) -> IssuedToken:
+    prefix = "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(10))
+    secret = secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(
+        membership=membership,
+        name=name,
+        prefix=prefix,
+        secret_hash=_hash(secret),
+        expires_at=expires_at,
+    )
+    return IssuedToken(token=token, secret=f"gh_{prefix}_{secret}")
+
+
+def token_revoke(*, token: ApiToken) -> ApiToken:
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+    return token
+
+
+def _parse(raw: str) -> tuple[str, str]:
+    match = TOKEN_RE.match(raw.strip())
+    if match is None:
+        raise TokenError("token_malformed", "The API token is malformed.")
+    return match.group(1), match.group(2)
+
+
+def _check(token: ApiToken | None, secret: str) -> ApiToken:
+    if token is None or not hmac.compare_digest(token.secret_hash, _hash(secret)):
+        raise TokenError("token_invalid", "The API token is not valid.")
+    if token.revoked_at is not None:
+        raise TokenError("token_revoked", "The API token has been revoked.")
+    if token.is_expired:
+        raise TokenError("token_expired", "The API token has expired.")
+    if not token.membership.user.is_active:
+        raise TokenError("token_invalid", "The API token is not valid.")
+    return token
+
+
+def _stale(token: ApiToken, now: datetime) -> bool:
+    return token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION
+
+
+_TOKEN_RELATED = ("membership__user", "membership__organization")
+
+
+def token_authenticate(raw: str) -> ApiToken:
+    prefix, secret = _parse(raw)
+    token = ApiToken.objects.select_related(*_TOKEN_RELATED).filter(prefix=prefix).first()
+    token = _check(token, secret)
+    now = timezone.now()
+    if _stale(token, now):
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now
+    return token
+
+
+async def atoken_authenticate(raw: str) -> ApiToken:
+    prefix, secret = _parse(raw)
+    token = await ApiToken.objects.select_related(*_TOKEN_RELATED).filter(prefix=prefix).afirst()
+    token = _check(token, secret)
+    now = timezone.now()
+    if _stale(token, now):
+        await ApiToken.objects.filter(pk=token.pk).aupdate(last_used_at=now)
+        token.last_used_at = now
+    return token
+
+
+def bearer_from_header(value: str | None) -> str | None:
+    """The token in an `Authorization: Bearer <token>` header, or None when there is none."""
+    if not value:
+        return None
+    scheme, _, credentials = value.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return credentials.strip()

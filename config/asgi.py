@@ -1,0 +1,34 @@
+"""ASGI entry point: HTTP through Django, WebSockets through Channels.
+
+When DEBUG is on (or GATEHOUSE_SIMULATOR_MOUNT=1) the upstream simulator is mounted in-process
+under /_simulator/, so `make run` needs no second process and no provider keys.
+"""
+
+from __future__ import annotations
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from accounts.ws import websocket_stack  # noqa: E402
+from chats.routing import websocket_urlpatterns  # noqa: E402
+from config.mount import mount_prefix  # noqa: E402
+
+http_app = django_asgi_app
+if settings.GATEHOUSE_SIMULATOR_MOUNT:
+    from providers.simulator.app import app as simulator_app
+
+    http_app = mount_prefix("/_simulator", simulator_app, fallback=django_asgi_app)
+
+application = ProtocolTypeRouter(
+    {
+        "http": http_app,
+        "websocket": websocket_stack(URLRouter(websocket_urlpatterns)),
+    }
+)

@@ -1,0 +1,116 @@
+"""Shared fixtures: alice owns Acme, bob is a member of Acme, charlie owns Other (the outsider)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlparse
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from accounts.models import Membership, Organization, User
+from accounts.services import organization_create
+from accounts.tokens import token_issue
+
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port or default_port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """With REQUIRE_SERVICES=1 (CI) a missing PostgreSQL or Redis fails the run at once."""
+    if not REQUIRE_SERVICES:
+        return
+    problems = []
+    database = os.environ.get("DATABASE_URL", "")
+    if not database.startswith(("postgres://", "postgresql://")):
+        problems.append("DATABASE_URL must point at PostgreSQL")
+    elif not _reachable(database, 5432):
+        problems.append(f"PostgreSQL is unreachable at {urlparse(database).netloc}")
+    redis_url = os.environ.get("REDIS_URL", "")
+    if not redis_url:
+        problems.append("REDIS_URL is not set")
+    elif not _reachable(redis_url, 6379):
+        problems.append("Redis is unreachable")
+    if problems:
+        pytest.exit("REQUIRE_SERVICES=1 but: " + "; ".join(problems), returncode=3)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """For tests that need Redis itself: fail under REQUIRE_SERVICES, skip on embedded defaults."""
+    url = settings.REDIS_URL
+    if not url or not _reachable(url, 6379):
+        if REQUIRE_SERVICES:
+            pytest.fail("Redis is required (REQUIRE_SERVICES=1) but unavailable")
+        pytest.skip("Redis not configured (set REDIS_URL)")
+    return url
+
+
+@pytest.fixture
+def alice(db) -> User:
+    return User.objects.create_user("alice@example.com", "alice-password-1")
+
+
+@pytest.fixture
+def bob(db) -> User:
+    return User.objects.create_user("bob@example.com", "bob-password-1")
+
+
+@pytest.fixture
+def charlie(db) -> User:
+    return User.objects.create_user("charlie@example.com", "charlie-password-1")
+
+
+@pytest.fixture
+def acme(alice: User, bob: User) -> Organization:
+    org = organization_create(name="Acme", slug="acme", owner=alice)
+    Membership.objects.create(user=bob, organization=org, role=Membership.Role.MEMBER)
+    return org
+
+
+@pytest.fixture
+def other(charlie: User) -> Organization:
+    return organization_create(name="Other", slug="other", owner=charlie)
+
+
+@pytest.fixture
+def alice_membership(acme: Organization, alice: User) -> Membership:
+    return Membership.objects.get(organization=acme, user=alice)
+
+
+@pytest.fixture
+def bob_membership(acme: Organization, bob: User) -> Membership:
+    return Membership.objects.get(organization=acme, user=bob)
+
+
+def _client_for(membership: Membership) -> APIClient:
+    client = APIClient()
+    issued = token_issue(membership=membership, name="test")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.secret}")
+    client.token_secret = issued.secret
+    return client
+
+
+@pytest.fixture
+def alice_api(alice_membership: Membership) -> APIClient:
+    return _client_for(alice_membership)
+
+
+@pytest.fixture
+def bob_api(bob_membership: Membership) -> APIClient:
+    return _client_for(bob_membership)
+
+
+@pytest.fixture
+def charlie_api(other: Organization, charlie: User) -> APIClient:
+    return _client_for(Membership.objects.get(organization=other, user=charlie))
