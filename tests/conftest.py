@@ -114,3 +114,15 @@ def bob_api(bob_membership: Membership) -> APIClient:
 @pytest.fixture
 def charlie_api(other: Organization, charlie: User) -> APIClient:
     return _client_for(Membership.objects.get(organization=other, user=charlie))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_worker_thread_connections(django_db_setup, django_db_blocker):
+    """Async ORM calls run in asgiref's worker thread, whose database connection outlives the
+    tests; close it before the test database is dropped."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    with django_db_blocker.unblock():
+        SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
