@@ -60,6 +60,10 @@ class Organization(TimeStampedModel):
     name = models.CharField(max_length=120)
     slug = models.SlugField(max_length=60, unique=True)
     timezone = models.CharField(max_length=64, default="UTC", validators=[validate_timezone])
+    default_provider = models.SlugField(
+        max_length=50, blank=True, help_text="Used when a message names no provider."
+    )
+    default_model = models.CharField(max_length=200, blank=True)
 
     class Meta:
         ordering = ["name"]

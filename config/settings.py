@@ -238,3 +238,7 @@ LOGGING = {
         "daphne": {"level": "WARNING"},
     },
 }
+
+# Model limits used when neither the provider nor an admin says otherwise.
+GATEHOUSE_DEFAULT_CONTEXT_WINDOW = env.int("GATEHOUSE_DEFAULT_CONTEXT_WINDOW", default=128000)
+GATEHOUSE_DEFAULT_MAX_OUTPUT_TOKENS = env.int("GATEHOUSE_DEFAULT_MAX_OUTPUT_TOKENS", default=16384)
