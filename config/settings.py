@@ -7,6 +7,8 @@ ALLOWED_HOSTS and GATEHOUSE_ENCRYPTION_KEYS; with DEBUG off a missing one stops 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import secrets
 from pathlib import Path
 
@@ -172,6 +174,12 @@ SPECTACULAR_SETTINGS = {
 # --- Gatehouse ------------------------------------------------------------------------------
 # Fernet keys, newest first. In DEBUG a key derived from SECRET_KEY stands in when none is set.
 GATEHOUSE_ENCRYPTION_KEYS = env.list("GATEHOUSE_ENCRYPTION_KEYS", default=[])
+if not GATEHOUSE_ENCRYPTION_KEYS and DEBUG:
+    GATEHOUSE_ENCRYPTION_KEYS = [
+        base64.urlsafe_b64encode(
+            hashlib.sha256(b"gatehouse-dev-encryption:" + SECRET_KEY.encode()).digest()
+        ).decode()
+    ]
 GATEHOUSE_PROVIDER_ALLOWED_HOSTS = env.list("GATEHOUSE_PROVIDER_ALLOWED_HOSTS", default=[])
 GATEHOUSE_PLATFORM_CREDENTIALS = env.bool("GATEHOUSE_PLATFORM_CREDENTIALS", default=True)
 GATEHOUSE_SIMULATOR_MOUNT = env.bool("GATEHOUSE_SIMULATOR_MOUNT", default=DEBUG)

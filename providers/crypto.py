@@ -3,13 +3,11 @@
 `GATEHOUSE_ENCRYPTION_KEYS` holds the keys. New secrets are encrypted with the first; any key in
 the list decrypts. Rotation: put a new key first, then `manage.py rotate_encryption_keys`
 re-encrypts every secret with it, after which the old key can be dropped. With DEBUG on and no
-key set, a key derived from SECRET_KEY stands in so development needs no set-up.
+key set, settings derive one from SECRET_KEY so development needs no set-up.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from functools import lru_cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -18,13 +16,11 @@ from django.core.exceptions import ImproperlyConfigured
 
 
 def _configured_keys() -> tuple[str, ...]:
+    # settings.py derives a development key when DEBUG is on and none is set.
     keys = tuple(k.strip() for k in settings.GATEHOUSE_ENCRYPTION_KEYS if k.strip())
-    if keys:
-        return keys
-    if not settings.DEBUG:
+    if not keys:
         raise ImproperlyConfigured("GATEHOUSE_ENCRYPTION_KEYS is not set.")
-    derived = hashlib.sha256(b"gatehouse-dev-encryption:" + settings.SECRET_KEY.encode()).digest()
-    return (base64.urlsafe_b64encode(derived).decode(),)
+    return keys
 
 
 @lru_cache(maxsize=4)

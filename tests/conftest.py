@@ -126,3 +126,66 @@ def _close_worker_thread_connections(django_db_setup, django_db_blocker):
 
     with django_db_blocker.unblock():
         SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def sim_server():
+    """The upstream simulator on a loopback port, shared by the whole run."""
+    from providers.simulator.server import SimulatorServer
+
+    with SimulatorServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def simulator(sim_server) -> str:
+    """The shared simulator's base URL."""
+    return sim_server.url
+
+
+@pytest.fixture
+def sim_url(sim_server) -> str:
+    return sim_server.url
+
+
+def make_credential(organization, sim_url: str, kind: str, **fields):
+    from providers.models import ProviderCredential
+
+    paths = {
+        "openai": "/openai/v1",
+        "openai_compatible": "/openai/v1",
+        "anthropic": "/anthropic",
+        "ollama": "/ollama",
+    }
+    models = {
+        "openai": "sim-gpt",
+        "openai_compatible": "sim-gpt-mini",
+        "anthropic": "sim-claude",
+        "ollama": "sim-llama",
+    }
+    api_key = fields.pop("api_key", "sim-test-key")
+    provider = fields.pop("provider", "compatible" if kind == "openai_compatible" else kind)
+    credential = ProviderCredential(
+        organization=organization,
+        name=fields.pop("name", f"{provider} key"),
+        provider=provider,
+        kind=kind,
+        base_url=sim_url + paths[kind],
+        default_model=fields.pop("default_model", models[kind]),
+        **fields,
+    )
+    credential.set_secret(api_key)
+    credential.save()
+    return credential
+
+
+@pytest.fixture
+def acme_credentials(acme, sim_url):
+    """One credential per kind for Acme, on the simulator; openai is the default provider."""
+    creds = {
+        kind: make_credential(acme, sim_url, kind)
+        for kind in ("openai", "anthropic", "ollama", "openai_compatible")
+    }
+    acme.default_provider, acme.default_model = "openai", "sim-gpt"
+    acme.save()
+    return creds
