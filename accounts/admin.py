@@ -5,7 +5,7 @@ from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
-from accounts.models import ApiToken, Membership, Organization, User
+from accounts.models import ApiToken, AuditEvent, Membership, Organization, User
 
 
 class MembershipInline(admin.TabularInline):
@@ -91,3 +91,30 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
         self.message_user(request, f"Revoked {count} token(s).")
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Read-only: the audit log is append-only, for staff as for everyone."""
+
+    list_display = [
+        "created_at",
+        "action",
+        "organization",
+        "actor_label",
+        "target_label",
+        "ip_address",
+    ]
+    list_filter = ["action", "organization", "created_at"]
+    search_fields = ["actor_label", "target_label", "target_id", "organization__slug"]
+    date_hierarchy = "created_at"
+    raw_id_fields = ["organization", "actor_user", "actor_token"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
+        return False

@@ -10,7 +10,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import ApiToken, Membership
+from accounts.api_members import urlpatterns as member_urlpatterns
+from accounts.audit import audit_record
+from accounts.models import ApiToken, AuditEvent, Membership
 from accounts.tenancy import request_membership
 from accounts.tokens import token_issue, token_revoke
 
@@ -87,10 +89,18 @@ class TokenListCreate(generics.ListCreateAPIView):
     def post(self, request: Request) -> Response:
         serializer = ApiTokenSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        membership = request_membership(request)
         issued = token_issue(
-            membership=request_membership(request),
+            membership=membership,
             name=serializer.validated_data["name"],
             expires_at=serializer.validated_data.get("expires_at"),
+        )
+        audit_record(
+            action=AuditEvent.Action.TOKEN_ISSUED,
+            organization=membership.organization,
+            request=request,
+            target=issued.token,
+            after={"name": issued.token.name, "owner": request.user.email},
         )
         body = IssuedTokenSerializer(issued.token).data | {"token": issued.secret}
         return Response(body, status=status.HTTP_201_CREATED)
@@ -99,7 +109,16 @@ class TokenListCreate(generics.ListCreateAPIView):
 class TokenRevoke(APIView):
     @extend_schema(request=None, responses=ApiTokenSerializer)
     def post(self, request: Request, pk: int) -> Response:
-        token = generics.get_object_or_404(tokens_visible_to(request_membership(request)), pk=pk)
+        membership = request_membership(request)
+        token = generics.get_object_or_404(tokens_visible_to(membership), pk=pk)
+        if token.revoked_at is None:
+            audit_record(
+                action=AuditEvent.Action.TOKEN_REVOKED,
+                organization=membership.organization,
+                request=request,
+                target=token,
+                before={"name": token.name, "owner": token.membership.user.email},
+            )
         return Response(ApiTokenSerializer(token_revoke(token=token)).data)
 
 
@@ -107,4 +126,5 @@ urlpatterns = [
     path("me", MeView.as_view(), name="api-me"),
     path("tokens", TokenListCreate.as_view(), name="api-tokens"),
     path("tokens/<int:pk>/revoke", TokenRevoke.as_view(), name="api-token-revoke"),
+    *member_urlpatterns,
 ]

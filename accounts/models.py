@@ -148,3 +148,65 @@ class ApiToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None and not self.is_expired
+
+
+class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
+    def for_organization(self, organization: Organization) -> AuditEventQuerySet:
+        return self.filter(organization=organization)
+
+
+class AuditEvent(models.Model):
+    """An append-only record of who changed what. The summary never holds a secret: it is
+    scrubbed by `accounts.audit` before it is written."""
+
+    class Action(models.TextChoices):
+        CREDENTIAL_CREATED = "credential.created"
+        CREDENTIAL_UPDATED = "credential.updated"
+        CREDENTIAL_ROTATED = "credential.rotated"
+        CREDENTIAL_DELETED = "credential.deleted"
+        CREDENTIAL_TESTED = "credential.tested"
+        LIMIT_CREATED = "limit.created"
+        LIMIT_CHANGED = "limit.changed"
+        LIMIT_DELETED = "limit.deleted"
+        MEMBER_ADDED = "member.added"
+        MEMBER_REMOVED = "member.removed"
+        MEMBER_ROLE_CHANGED = "member.role_changed"
+        TOKEN_ISSUED = "token.issued"  # noqa: S105 - an action name
+        TOKEN_REVOKED = "token.revoked"  # noqa: S105 - an action name
+        ENCRYPTION_KEYS_ROTATED = "encryption.rotated"
+        STAFF_LOGIN = "staff.login"
+
+    organization = models.ForeignKey(
+        Organization, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events"
+    )
+    actor_user = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_token = models.ForeignKey(
+        ApiToken, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_label = models.CharField(max_length=200, blank=True)
+    action = models.CharField(max_length=40, choices=Action.choices)
+    target_type = models.CharField(max_length=60, blank=True)
+    target_id = models.CharField(max_length=60, blank=True)
+    target_label = models.CharField(max_length=200, blank=True)
+    summary = models.JSONField(default=dict, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["organization", "-created_at"], name="audit_org_created_idx"),
+            models.Index(fields=["action", "-created_at"], name="audit_action_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} by {self.actor_label}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None:
+            raise ValueError("Audit events are append-only.")
+        super().save(*args, **kwargs)

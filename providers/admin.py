@@ -6,6 +6,8 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from accounts.audit import audit_record
+from accounts.models import AuditEvent
 from providers import crypto, services
 from providers.forms import CredentialAdminForm, RotateKeyForm
 from providers.models import ModelSetting, ProviderCredential
@@ -38,6 +40,30 @@ class ProviderCredentialAdmin(admin.ModelAdmin):
             [*fields, "api_key"] if obj is None else [*fields, "key_hint", "version", "rotated_at"]
         )
 
+    def save_model(
+        self, request: HttpRequest, obj: ProviderCredential, form: object, change: bool
+    ) -> None:
+        super().save_model(request, obj, form, change)
+        action = (
+            AuditEvent.Action.CREDENTIAL_UPDATED if change else AuditEvent.Action.CREDENTIAL_CREATED
+        )
+        after = {
+            f: getattr(obj, f)
+            for f in ["name", "provider", "kind", "base_url", "priority", "enabled"]
+        }
+        audit_record(
+            action=action, organization=obj.organization, request=request, target=obj, after=after
+        )
+
+    def delete_model(self, request: HttpRequest, obj: ProviderCredential) -> None:
+        audit_record(
+            action=AuditEvent.Action.CREDENTIAL_DELETED,
+            organization=obj.organization,
+            request=request,
+            target=obj,
+        )
+        super().delete_model(request, obj)
+
     def get_urls(self) -> list:
         custom = [
             path(
@@ -66,6 +92,17 @@ class ProviderCredentialAdmin(admin.ModelAdmin):
                 credential=credential,
                 api_key=form.cleaned_data["api_key"],
                 force=form.cleaned_data["force"],
+            )
+            audit_record(
+                action=AuditEvent.Action.CREDENTIAL_ROTATED,
+                organization=credential.organization,
+                request=request,
+                target=credential,
+                after={
+                    "rotated": result.rotated,
+                    "test": result.test.code,
+                    "version": credential.version,
+                },
             )
             if result.rotated:
                 self.message_user(

@@ -15,6 +15,8 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from accounts.audit import audit_record
+from accounts.models import AuditEvent
 from accounts.permissions import IsOrgAdmin
 from accounts.tenancy import request_membership
 from config.errors import ApiError
@@ -32,6 +34,11 @@ WRITABLE = [
     "default_temperature",
     "default_max_tokens",
 ]
+
+
+def _public(credential: ProviderCredential) -> dict:
+    """What an audit entry may say about a credential: everything but the secret."""
+    return {name: getattr(credential, name) for name in [*WRITABLE, "key_hint", "version"]}
 
 
 class CredentialSerializer(serializers.ModelSerializer):
@@ -94,16 +101,47 @@ class CredentialViewSet(viewsets.ModelViewSet):
                 "duplicate_name", "A credential with this name exists.", fields={"name": "taken"}
             )
         serializer.instance = services.credential_create(organization=organization, **data)
+        self._audit(
+            AuditEvent.Action.CREDENTIAL_CREATED,
+            serializer.instance,
+            after=_public(serializer.instance),
+        )
 
     def perform_update(self, serializer: CredentialUpdateSerializer) -> None:
+        before = _public(serializer.instance)
         serializer.instance = services.credential_update(
             credential=serializer.instance, **serializer.validated_data
+        )
+        self._audit(
+            AuditEvent.Action.CREDENTIAL_UPDATED,
+            serializer.instance,
+            before=before,
+            after=_public(serializer.instance),
+        )
+
+    def perform_destroy(self, instance: ProviderCredential) -> None:
+        self._audit(AuditEvent.Action.CREDENTIAL_DELETED, instance, before=_public(instance))
+        instance.delete()
+
+    def _audit(self, action: str, credential: ProviderCredential, **change: dict) -> None:
+        audit_record(
+            action=action,
+            organization=credential.organization,
+            request=self.request,
+            target=credential,
+            **change,
         )
 
     @extend_schema(request=None, responses=TestResultSerializer)
     @action(detail=True, methods=["post"])
     def test(self, request: Request, pk: str) -> Response:
-        result = services.credential_test(credential=self.get_object())
+        credential = self.get_object()
+        result = services.credential_test(credential=credential)
+        self._audit(
+            AuditEvent.Action.CREDENTIAL_TESTED,
+            credential,
+            after={"ok": result.ok, "code": result.code},
+        )
         return Response(result.__dict__)
 
     @extend_schema(
@@ -114,7 +152,20 @@ class CredentialViewSet(viewsets.ModelViewSet):
         credential = self.get_object()
         serializer = RotateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        old = {"version": credential.version, "key_hint": credential.key_hint}
         result = services.credential_rotate(credential=credential, **serializer.validated_data)
+        self._audit(
+            AuditEvent.Action.CREDENTIAL_ROTATED,
+            credential,
+            before=old,
+            after={
+                "rotated": result.rotated,
+                "test": result.test.code,
+                "forced": serializer.validated_data["force"],
+                "version": credential.version,
+                "key_hint": credential.key_hint,
+            },
+        )
         if not result.rotated:
             raise ApiError(
                 "rotation_test_failed",

@@ -7,6 +7,8 @@ from typing import Any
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from accounts.audit import audit_record
+from accounts.models import AuditEvent
 from providers import crypto
 from providers.models import ProviderCredential
 
@@ -23,4 +25,9 @@ class Command(BaseCommand):
                 credential.secret_encrypted = crypto.reencrypt(credential.secret_encrypted)
                 credential.save(update_fields=["secret_encrypted"])
                 moved += 1
+            audit_record(
+                action=AuditEvent.Action.ENCRYPTION_KEYS_ROTATED,
+                organization=None,
+                extra={"moved": moved},
+            )
         self.stdout.write(f"Re-encrypted {moved} secret(s) with the newest key.")
