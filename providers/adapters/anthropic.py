@@ -1,0 +1,272 @@
+"""Anthropic Messages through the official `anthropic` SDK (AsyncAnthropic, on httpx2).
+
+As for OpenAI (see that module), streams use the SDK's generic `client.post(..., cast_to=object,
+stream_cls=AsyncStream[object])`: the SDK still builds and authenticates the request, maps HTTP
+errors, decodes the SSE and raises on `event: error`, but events arrive as decoded JSON rather
+than constructed models (~13 µs per event saved, measured).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, ClassVar
+
+import anthropic
+import httpx2
+
+from .base import (
+    Adapter,
+    ChatTurn,
+    Completion,
+    Endpoint,
+    ErrorCode,
+    ModelInfo,
+    ProviderError,
+    StreamClock,
+    StreamEnd,
+    Timeouts,
+    build_usage,
+    request_guard,
+    resolve_max_tokens,
+    shared_ssl_context,
+)
+from .errors import detected_error, stream_error, to_provider_error
+
+# Anthropic's stop reasons in the OpenAI vocabulary the rest of the gateway speaks.
+_FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+
+class AnthropicAdapter(Adapter):
+    kind: ClassVar[str] = "anthropic"
+    label: ClassVar[str] = "Anthropic"
+    temperature_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
+    default_base_url: ClassVar[str] = "https://api.anthropic.com"
+
+    def __init__(self, endpoint: Endpoint, *, timeouts: Timeouts | None = None) -> None:
+        super().__init__(endpoint, timeouts=timeouts)
+        # Explicit, so that ANTHROPIC_BASE_URL in the environment cannot redirect a credential.
+        base_url = endpoint.base_url or self.default_base_url
+        timeout = httpx2.Timeout(self.timeouts.total, connect=self.timeouts.connect)
+        self._client = anthropic.AsyncAnthropic(
+            api_key=endpoint.api_key,
+            base_url=base_url,
+            max_retries=0,
+            timeout=timeout,
+            # No tracing spans: they cost on every call and the gateway has its own metrics.
+            open_telemetry=False,
+            http_client=anthropic.DefaultAsyncHttpxClient(
+                timeout=timeout,
+                verify=shared_ssl_context(),
+                event_hooks={"request": [request_guard(base_url)]},
+            ),
+        )
+
+    def _params(
+        self,
+        messages: Sequence[ChatTurn],
+        model: str,
+        temperature: float | None,
+        max_tokens: int | None,
+        stop: Sequence[str] | None,
+        top_p: float | None,
+    ) -> dict[str, Any]:
+        # temperature and top_p are not sent: API version 2026-10-21, which this SDK speaks,
+        # answers 400 to any sampling parameter (even the default), and the SDK has dropped
+        # them. `temperature_range` still describes the model family for forms.
+        system, turns = to_anthropic_messages(messages)
+        params: dict[str, Any] = {
+            "model": model,
+            "messages": turns,
+            # Required by the API: there is no server-side default.
+            "max_tokens": resolve_max_tokens(self, max_tokens),
+        }
+        if system:
+            params["system"] = system
+        if stop:
+            params["stop_sequences"] = list(stop)
+        return params
+
+    def _error(self, exc: BaseException) -> ProviderError:
+        return to_provider_error(exc, secret=self.endpoint.api_key)
+
+    async def complete(
+        self,
+        messages: Sequence[ChatTurn],
+        *,
+        model: str,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
+        top_p: float | None = None,
+    ) -> Completion:
+        params = self._params(messages, model, temperature, max_tokens, stop, top_p)
+        try:
+            async with asyncio.timeout(self.timeouts.total):
+                message = await self._client.messages.create(**params)
+        except Exception as exc:
+            raise self._error(exc) from None
+        text = "".join(block.text for block in message.content if block.type == "text")
+        usage = message.usage
+        return Completion(
+            text=text,
+            usage=build_usage(
+                _input_total(
+                    usage.input_tokens,
+                    usage.cache_creation_input_tokens,
+                    usage.cache_read_input_tokens,
+                )
+                if usage is not None
+                else None,
+                usage.output_tokens if usage is not None else None,
+                messages,
+                (text,),
+            ),
+            finish_reason=_finish(message.stop_reason) or "stop",
+            provider_request_id=message._request_id or message.id,
+        )
+
+    async def stream(
+        self,
+        messages: Sequence[ChatTurn],
+        *,
+        model: str,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
+        top_p: float | None = None,
+    ) -> AsyncIterator[str | StreamEnd]:
+        params = self._params(messages, model, temperature, max_tokens, stop, top_p)
+        params["stream"] = True
+        clock = StreamClock(self.timeouts)
+        upstream: anthropic.AsyncStream[Any] | None = None
+        parts: list[str] = []
+        stop_reason: str | None = None
+        input_tokens: int | None = None
+        output_tokens: int | None = None
+        message_id: str | None = None
+        try:
+            clock.wait()
+            upstream = await self._client.post(
+                "/v1/messages",
+                body=params,
+                cast_to=object,
+                stream=True,
+                stream_cls=anthropic.AsyncStream[object],
+            )
+            next_event = upstream.__anext__
+            while True:
+                clock.wait()
+                try:
+                    event = await next_event()
+                except StopAsyncIteration:
+                    break
+                clock.idle()
+                kind = event.get("type")
+                # Hot path first: text deltas are nearly every event.
+                if kind == "content_block_delta":
+                    delta = event.get("delta")
+                    if delta and delta.get("type") == "text_delta" and delta.get("text"):
+                        if not parts:
+                            clock.first_token()
+                        parts.append(delta["text"])
+                        yield delta["text"]
+                elif kind == "message_start":
+                    message = event.get("message") or {}
+                    message_id = message.get("id")
+                    usage = message.get("usage")
+                    if usage:
+                        input_tokens = _event_input_total(usage)
+                        output_tokens = usage.get("output_tokens")
+                elif kind == "message_delta":
+                    stop_reason = (event.get("delta") or {}).get("stop_reason") or stop_reason
+                    usage = event.get("usage")
+                    if usage:
+                        # Cumulative counts: the delta's replace message_start's.
+                        output_tokens = usage.get("output_tokens", output_tokens)
+                        if usage.get("input_tokens") is not None:
+                            input_tokens = _event_input_total(usage)
+        except asyncio.CancelledError:
+            if clock.timed_out():
+                raise clock.timeout_error() from None
+            raise
+        except Exception as exc:
+            raise stream_error(exc, upstream, secret=self.endpoint.api_key) from None
+        finally:
+            clock.close()
+            if upstream is not None:
+                # Releases the connection now when the consumer stopped early (or we failed).
+                await upstream.close()
+        if stop_reason is None:
+            raise detected_error(ErrorCode.STREAM_INTERRUPTED, "stream ended without stop_reason")
+        yield StreamEnd(
+            usage=build_usage(input_tokens, output_tokens, messages, parts),
+            finish_reason=_finish(stop_reason) or "stop",
+            provider_request_id=_request_id(upstream, message_id),
+        )
+
+    async def list_models(self) -> list[ModelInfo]:
+        try:
+            async with asyncio.timeout(self.timeouts.total):
+                return [_model_info(model) async for model in self._client.models.list()]
+        except Exception as exc:
+            raise self._error(exc) from None
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def to_anthropic_messages(messages: Sequence[ChatTurn]) -> tuple[str, list[dict[str, str]]]:
+    """(system prompt, turns): system turns go to the separate `system` parameter, and
+    consecutive turns of one role are merged, since the API wants user/assistant alternating."""
+    system: list[str] = []
+    turns: list[dict[str, str]] = []
+    for message in messages:
+        role, content = message["role"], message["content"]
+        if role == "system":
+            system.append(content)
+        elif turns and turns[-1]["role"] == role:
+            turns[-1]["content"] = f"{turns[-1]['content']}\n\n{content}"
+        else:
+            turns.append({"role": role, "content": content})
+    return "\n\n".join(system), turns
+
+
+def _input_total(input_tokens: int | None, created: int | None, read: int | None) -> int | None:
+    # Anthropic counts cached prompt tokens apart; OpenAI's prompt_tokens includes them.
+    if input_tokens is None:
+        return None
+    return input_tokens + (created or 0) + (read or 0)
+
+
+def _event_input_total(usage: dict[str, Any]) -> int | None:
+    return _input_total(
+        usage.get("input_tokens"),
+        usage.get("cache_creation_input_tokens"),
+        usage.get("cache_read_input_tokens"),
+    )
+
+
+def _finish(stop_reason: str | None) -> str | None:
+    return _FINISH.get(stop_reason, stop_reason) if stop_reason is not None else None
+
+
+def _request_id(upstream: anthropic.AsyncStream[Any] | None, message_id: str | None) -> str | None:
+    header = upstream.response.headers.get("request-id") if upstream is not None else None
+    return header or message_id
+
+
+def _model_info(model: Any) -> ModelInfo:
+    return ModelInfo(
+        id=model.id,
+        context_window=getattr(model, "max_input_tokens", None),
+        max_output_tokens=getattr(model, "max_tokens", None),
+    )
