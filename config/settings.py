@@ -196,6 +196,16 @@ GATEHOUSE_RETRY_AFTER_CAP = env.float("GATEHOUSE_RETRY_AFTER_CAP", default=10.0)
 GATEHOUSE_BREAKER_THRESHOLD = env.int("GATEHOUSE_BREAKER_THRESHOLD", default=5)
 GATEHOUSE_BREAKER_COOLDOWN = env.float("GATEHOUSE_BREAKER_COOLDOWN", default=30.0)
 GATEHOUSE_MODELS_CACHE_TTL = env.int("GATEHOUSE_MODELS_CACHE_TTL", default=300)
+# Cost controls. A reservation outlives any call that could still settle it.
+GATEHOUSE_RESERVATION_TTL = env.float(
+    "GATEHOUSE_RESERVATION_TTL", default=max(600.0, 2 * GATEHOUSE_TIMEOUT_TOTAL)
+)
+GATEHOUSE_RATELIMIT_FAIL_OPEN = env.bool("GATEHOUSE_RATELIMIT_FAIL_OPEN", default=False)
+GATEHOUSE_RATELIMIT_TIMEOUT = env.float("GATEHOUSE_RATELIMIT_TIMEOUT", default=0.5)
+GATEHOUSE_RATELIMIT_PREFIX = env.str("GATEHOUSE_RATELIMIT_PREFIX", default="gh:rl")
+GATEHOUSE_WEBHOOK_ATTEMPTS = env.int("GATEHOUSE_WEBHOOK_ATTEMPTS", default=5)
+GATEHOUSE_WEBHOOK_BACKOFF = env.float("GATEHOUSE_WEBHOOK_BACKOFF", default=2.0)
+GATEHOUSE_WEBHOOK_TIMEOUT = env.float("GATEHOUSE_WEBHOOK_TIMEOUT", default=5.0)
 
 # Platform-wide credentials from the environment, offered to every organisation (see README).
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
@@ -250,3 +260,26 @@ LOGGING = {
 # Model limits used when neither the provider nor an admin says otherwise.
 GATEHOUSE_DEFAULT_CONTEXT_WINDOW = env.int("GATEHOUSE_DEFAULT_CONTEXT_WINDOW", default=128000)
 GATEHOUSE_DEFAULT_MAX_OUTPUT_TOKENS = env.int("GATEHOUSE_DEFAULT_MAX_OUTPUT_TOKENS", default=16384)
+
+# --- Content-Security-Policy (django-csp) ---------------------------------------------------
+# The portal runs no inline script and loads nothing from elsewhere: model output that slipped
+# past the sanitiser still could not run. The Swagger UI at /api/docs/ loads its bundle from a
+# CDN with an inline bootstrap script, so it is left out of the policy.
+from csp.constants import NONE, SELF  # noqa: E402
+
+MIDDLEWARE = [*MIDDLEWARE, "csp.middleware.CSPMiddleware"]
+CONTENT_SECURITY_POLICY = {
+    "EXCLUDE_URL_PREFIXES": ["/api/docs/"],
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "font-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}

@@ -8,7 +8,11 @@ from django.urls import path, reverse
 
 from accounts.audit import audit_record
 from accounts.models import AuditEvent
-from providers import crypto, services
+from providers import (
+    admin_cost,  # noqa: F401 - registers the ledger, limits and alerts admin
+    crypto,
+    services,
+)
 from providers.forms import CredentialAdminForm, RotateKeyForm
 from providers.models import ModelSetting, ProviderCredential
 

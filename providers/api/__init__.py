@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
-
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from providers.api import catalogue
+from providers.api import budget, catalogue, limits, usage
 from providers.api.credentials import CredentialViewSet
 
 router = SimpleRouter(trailing_slash=False)
@@ -28,12 +26,7 @@ urlpatterns = [
 ]
 
 # The cost-control endpoints (limits, alerts, usage, budget) live in their own modules.
-for _name in ("limits", "usage", "budget"):
-    try:
-        urlpatterns += importlib.import_module(f"providers.api.{_name}").urlpatterns
-    except ModuleNotFoundError as exc:  # pragma: no cover - until that module lands
-        if exc.name != f"providers.api.{_name}":
-            raise
+urlpatterns += [*limits.urlpatterns, *usage.urlpatterns, *budget.urlpatterns]
 
 # The original design's routes, kept for its clients (mounted at the root).
 legacy_urlpatterns = [

@@ -1,0 +1,559 @@
+"""Admission and settlement of provider calls — the one gate every entry point goes through.
+
+    admission = await admit(request_id=rid, membership=m, route=r, messages=ms, max_tokens=n)
+    try:
+        ... call the provider ...
+    finally:
+        await settle(admission=admission, candidate=..., usage=..., status=..., ...)
+    # or, when no provider call happened after all:
+        await release(admission=admission)
+
+`admit` refuses with `AdmissionRefused` before any provider call:
+
+1. rate limits (`providers.ratelimit`): requests and tokens per minute of the organisation, the
+   member and the route's primary credential — one Redis round trip, and none when the
+   organisation has no rate limits. Counter store down: `service_unavailable` (HTTP 503),
+   unless `GATEHOUSE_RATELIMIT_FAIL_OPEN`.
+2. budget (`providers.budget`): the worst-case cost (estimated input tokens times the input
+   price plus `max_tokens` times the output price, for the dearest candidate) is reserved on
+   every hard limit in scope — the organisation's, the member's, each candidate credential's —
+   in one transaction, all or nothing: `budget_exceeded` (HTTP 402) names the limit that
+   refused and when it resets. A call whose worst case costs nothing (a zero price) is never
+   refused by a budget. A model without a known price, under a hard limit: refused when the
+   organisation's `CostPolicy.unpriced_policy` is `block` (the default), else reserved and
+   charged at the policy's default price.
+
+`settle` writes the ledger row (real tokens, the price used frozen on it, the cost — null when
+unknown) and, in the same transaction, swaps the reservations for the real cost on every
+limit in scope (the answering credential's, not the other candidates'), fires alert
+thresholds, and gives back unused rate-limit tokens. Exactly once per request id: a second
+call returns the first row and moves nothing.
+
+Each of `admit`, `settle` and `release` is one hop to a worker thread (`sync_to_async`). Cost
+of `admit` on the hot path: one query reading the limits and policy that apply; when hard
+limits apply, one more for price overrides and a short transaction of one conditional UPDATE
+per hard limit plus one INSERT of the reservations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import FilteredRelation, Q
+from django.utils import timezone
+from rest_framework import status as http
+
+from accounts.models import Membership, Organization
+from config.errors import ApiError
+from providers import budget, ratelimit
+from providers.adapters.base import ChatTurn, Usage, estimate_tokens
+from providers.alerts import alerts_check
+from providers.budget import BudgetExceeded, LimitRef, money
+from providers.models import CostPolicy, SpendingLimit, UsageRecord
+from providers.prices import Price, cost, price_for, prices_for, worst_case_cost
+
+if TYPE_CHECKING:
+    from providers.calls import Candidate
+    from providers.routing import Route
+
+ZERO = Decimal(0)
+Scope = SpendingLimit.Scope
+Unpriced = CostPolicy.Unpriced
+Source = UsageRecord.PriceSource
+
+
+class AdmissionRefused(ApiError):
+    """A call refused before reaching a provider. `code`: `budget_exceeded` (402),
+    `rate_limited` (429, with Retry-After) or `service_unavailable` (503)."""
+
+    STATUS = {
+        "budget_exceeded": http.HTTP_402_PAYMENT_REQUIRED,
+        "rate_limited": http.HTTP_429_TOO_MANY_REQUESTS,
+        "service_unavailable": http.HTTP_503_SERVICE_UNAVAILABLE,
+    }
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        retry_after: float | None = None,
+        limit: LimitRef | None = None,
+        resets_at: datetime | None = None,
+    ) -> None:
+        headers = {}
+        if retry_after is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+        if limit is not None:
+            headers["X-Gatehouse-Limit"] = str(limit.id)
+        if resets_at is not None:
+            headers["X-Gatehouse-Limit-Reset"] = resets_at.isoformat()
+        super().__init__(code, message, status_code=self.STATUS.get(code, 400), headers=headers)
+        self.retry_after = retry_after
+        self.limit = limit
+        self.resets_at = resets_at
+
+    def as_dict(self) -> dict[str, Any]:
+        """The refusal for a WebSocket error frame or a log line."""
+        limit = self.limit
+        return {
+            "code": self.code,
+            "message": self.message,
+            "retry_after": self.retry_after,
+            "limit": None
+            if limit is None
+            else {
+                "id": limit.id,
+                "name": limit.name,
+                "scope": limit.scope,
+                "period": limit.period,
+                "amount": str(limit.amount),
+            },
+            "resets_at": self.resets_at.isoformat() if self.resets_at else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The parts of `CostPolicy` admission needs; `DEFAULT` for an organisation without one."""
+
+    unpriced: str = Unpriced.BLOCK
+    default_input_per_mtok: Decimal = ZERO
+    default_output_per_mtok: Decimal = ZERO
+    org_rpm: int | None = None
+    org_tpm: int | None = None
+    member_rpm: int | None = None
+    member_tpm: int | None = None
+    credential_rates: dict[str, Any] = field(default_factory=dict)
+
+    def fallback_price(self) -> Price | None:
+        """What an unpriced model is charged at: the default price, or None (unknown)."""
+        if self.unpriced != Unpriced.DEFAULT_PRICE:
+            return None
+        return Price(self.default_input_per_mtok, self.default_output_per_mtok, Source.DEFAULT)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """An admitted call: what `settle` and `release` need to finish it."""
+
+    request_id: str
+    organization_id: int
+    membership_id: int
+    user_id: int
+    provider: str
+    model: str
+    timezone: str
+    reserved: Decimal
+    limits: tuple[LimitRef, ...]
+    policy: Policy
+    ticket: ratelimit.Ticket | None
+    input_tokens: int
+    max_tokens: int
+    admitted_at: datetime
+
+
+# --- the configuration that applies: one query -----------------------------------------------
+
+_POLICY_FIELDS = {
+    "unpriced": "unpriced_policy",
+    "default_input_per_mtok": "default_input_per_mtok",
+    "default_output_per_mtok": "default_output_per_mtok",
+    "org_rpm": "org_requests_per_minute",
+    "org_tpm": "org_tokens_per_minute",
+    "member_rpm": "member_requests_per_minute",
+    "member_tpm": "member_tokens_per_minute",
+    "credential_rates": "credential_rate_limits",
+}
+_LIMIT_FIELDS = (
+    "id",
+    "name",
+    "scope",
+    "membership",
+    "credential",
+    "period",
+    "amount",
+    "hard",
+    "alert_thresholds",
+)
+
+
+def _scope_condition(membership: Membership, credential_ids: Sequence[int]) -> Q:
+    condition = Q(spending_limits__scope=Scope.ORGANIZATION) | Q(
+        spending_limits__scope=Scope.MEMBER, spending_limits__membership_id=membership.pk
+    )
+    if credential_ids:
+        condition |= Q(
+            spending_limits__scope=Scope.CREDENTIAL,
+            spending_limits__credential_id__in=list(credential_ids),
+        )
+    return condition
+
+
+def _policy_of(row: dict[str, Any]) -> Policy:
+    if row["cost_policy__id"] is None:
+        return Policy()
+    values = {name: row[f"cost_policy__{column}"] for name, column in _POLICY_FIELDS.items()}
+    values["credential_rates"] = values["credential_rates"] or {}
+    return Policy(**values)
+
+
+def _limit_of(row: dict[str, Any]) -> LimitRef:
+    values = {name: row[f"scoped__{name}"] for name in _LIMIT_FIELDS}
+    return LimitRef(
+        id=values["id"],
+        name=values["name"],
+        scope=values["scope"],
+        membership_id=values["membership"],
+        credential_id=values["credential"],
+        period=values["period"],
+        amount=values["amount"],
+        hard=values["hard"],
+        thresholds=tuple(sorted(values["alert_thresholds"] or ())),
+    )
+
+
+def applicable_config(
+    *, membership: Membership, credential_ids: Sequence[int]
+) -> tuple[Policy, tuple[LimitRef, ...]]:
+    """The organisation's cost policy and every limit (hard and soft) a call of this member
+    through these credentials is held to — in one query (limits joined to the policy)."""
+    rows = (
+        Organization.objects.filter(pk=membership.organization_id)
+        .annotate(
+            scoped=FilteredRelation(
+                "spending_limits", condition=_scope_condition(membership, credential_ids)
+            )
+        )
+        .values(
+            "cost_policy__id",
+            *(f"cost_policy__{column}" for column in _POLICY_FIELDS.values()),
+            *(f"scoped__{name}" for name in _LIMIT_FIELDS),
+        )
+    )
+    rows = list(rows)
+    if not rows:
+        return Policy(), ()
+    limits = tuple(_limit_of(row) for row in rows if row["scoped__id"] is not None)
+    return _policy_of(rows[0]), limits
+
+
+# --- admit ----------------------------------------------------------------------------------
+
+
+def _kind(candidate: Candidate) -> str:
+    """The credential kind prices are looked up under; platform credentials are named after
+    their kind."""
+    endpoint = getattr(candidate, "endpoint", None)
+    return getattr(endpoint, "kind", None) or candidate.provider
+
+
+def _credential_ids(route: Route) -> list[int]:
+    return list(dict.fromkeys(c.credential_id for c in route.candidates if c.credential_id))
+
+
+def _buckets(membership: Membership, route: Route, policy: Policy) -> list[ratelimit.Bucket]:
+    buckets = [
+        ratelimit.Bucket(
+            f"org:{membership.organization_id}", "the organisation", policy.org_rpm, policy.org_tpm
+        ),
+        ratelimit.Bucket(f"member:{membership.pk}", "you", policy.member_rpm, policy.member_tpm),
+    ]
+    primary = route.candidates[0].credential_id if route.candidates else None
+    rates = policy.credential_rates.get(str(primary)) if primary else None
+    if rates:
+        buckets.append(
+            ratelimit.Bucket(
+                f"cred:{primary}",
+                "the provider credential",
+                rates.get("requests_per_minute"),
+                rates.get("tokens_per_minute"),
+            )
+        )
+    return buckets
+
+
+def _fail_open() -> bool:
+    return bool(getattr(settings, "GATEHOUSE_RATELIMIT_FAIL_OPEN", False))
+
+
+def _rate_limit(
+    membership: Membership, route: Route, policy: Policy, tokens: int
+) -> ratelimit.Ticket | None:
+    try:
+        return ratelimit.hit(buckets=_buckets(membership, route, policy), tokens=tokens)
+    except ratelimit.RateLimited as exc:
+        raise AdmissionRefused(
+            "rate_limited",
+            f"Rate limit reached: {exc.bucket.label} may use {exc.limit} {exc.measure} per "
+            f"minute. Try again in {exc.retry_after} s.",
+            retry_after=exc.retry_after,
+        ) from None
+    except ratelimit.RateLimiterUnavailable:
+        if _fail_open():
+            return None
+        raise AdmissionRefused(
+            "service_unavailable",
+            "Usage limits cannot be checked right now, so no new calls are accepted. "
+            "Try again shortly.",
+            retry_after=5,
+        ) from None
+
+
+def _worst_case(
+    membership: Membership,
+    route: Route,
+    policy: Policy,
+    hard: Sequence[LimitRef],
+    tokens: tuple[int, int],
+) -> Decimal:
+    """The dearest candidate's worst-case cost, or a refusal when a candidate has no price and
+    the policy blocks unpriced models."""
+    kinds = {_kind(c) for c in route.candidates} or {route.provider}
+    prices = prices_for(
+        organization_id=membership.organization_id,
+        provider=route.provider,
+        kinds=kinds,
+        model=route.model,
+    )
+    costs = []
+    for price in prices.values():
+        price = price or policy.fallback_price()
+        if price is None:
+            raise AdmissionRefused(
+                "budget_exceeded",
+                f"No price is known for {route.provider}/{route.model}, and this organisation "
+                f"does not allow unpriced models while {hard[0].describe()} applies. An admin "
+                "can set a price for it, or charge unpriced models at a default price.",
+                limit=hard[0],
+            )
+        costs.append(worst_case_cost(price=price, input_tokens=tokens[0], max_tokens=tokens[1]))
+    return max(costs, default=ZERO)
+
+
+def _refused(exc: BudgetExceeded, tz: str) -> AdmissionRefused:
+    limit, end = exc.slot.limit, exc.slot.end
+    when = (
+        f" It resets at {timezone.localtime(end, timezone=ZoneInfo(tz)):%Y-%m-%d %H:%M} ({tz})."
+        if end
+        else " It does not reset."
+    )
+    return AdmissionRefused(
+        "budget_exceeded",
+        f"Budget exceeded: {limit.describe()} has no room for this request "
+        f"(up to {money(exc.needed)} USD).{when}",
+        limit=limit,
+        resets_at=end,
+    )
+
+
+def _hold_budget(
+    request_id: str,
+    membership: Membership,
+    route: Route,
+    config: tuple[Policy, Sequence[LimitRef]],
+    tokens: tuple[int, int],
+    now: datetime,
+) -> Decimal:
+    """Reserve the call's worst case on every hard limit in scope; the amount reserved."""
+    policy, limits = config
+    hard = [limit for limit in limits if limit.hard]
+    if not hard:
+        return ZERO
+    amount = _worst_case(membership, route, policy, hard, tokens)
+    tz = membership.organization.timezone
+    slots = budget.slots_for(hard, now=now, tz=tz)
+    expires = now + timedelta(seconds=budget.reservation_ttl())
+    try:
+        budget.reserve(request_id=request_id, slots=slots, amount=amount, expires_at=expires)
+    except BudgetExceeded as exc:
+        raise _refused(exc, tz) from None
+    return amount
+
+
+def _admit_sync(
+    request_id: str, membership: Membership, route: Route, input_tokens: int, max_tokens: int
+) -> Admission:
+    now = timezone.now()
+    config = applicable_config(membership=membership, credential_ids=_credential_ids(route))
+    tokens = input_tokens + max_tokens
+    ticket = _rate_limit(membership, route, config[0], tokens)
+    try:
+        reserved = _hold_budget(
+            request_id, membership, route, config, (input_tokens, max_tokens), now
+        )
+    except AdmissionRefused:
+        # No tokens will be used: give them back (the request itself still counts).
+        ratelimit.refund(ticket=ticket, tokens=tokens, marker=request_id)
+        raise
+    return Admission(
+        request_id=request_id,
+        organization_id=membership.organization_id,
+        membership_id=membership.pk,
+        user_id=membership.user_id,
+        provider=route.provider,
+        model=route.model,
+        timezone=membership.organization.timezone,
+        reserved=reserved,
+        limits=config[1],
+        policy=config[0],
+        ticket=ticket,
+        input_tokens=input_tokens,
+        max_tokens=max_tokens,
+        admitted_at=now,
+    )
+
+
+def estimate_input_tokens(messages: Iterable[ChatTurn]) -> int:
+    """Input tokens of a call before the provider counts them (see `estimate_tokens`)."""
+    return sum(estimate_tokens(message["content"]) for message in messages)
+
+
+async def admit(
+    *,
+    request_id: str,
+    membership: Membership,
+    route: Route,
+    messages: list[ChatTurn],
+    max_tokens: int,
+) -> Admission:
+    """Admit a call or raise `AdmissionRefused`; see the module docstring."""
+    input_tokens = estimate_input_tokens(messages)
+    return await sync_to_async(_admit_sync)(request_id, membership, route, input_tokens, max_tokens)
+
+
+# --- settle ---------------------------------------------------------------------------------
+
+
+def _priced(
+    admission: Admission, candidate: Candidate | None, usage: Usage | None
+) -> tuple[Price | None, Decimal | None]:
+    if usage is None or usage.input_tokens + usage.output_tokens == 0:
+        return None, ZERO
+    price = price_for(
+        organization_id=admission.organization_id,
+        provider=candidate.provider if candidate else admission.provider,
+        kind=_kind(candidate) if candidate else admission.provider,
+        model=candidate.model if candidate else admission.model,
+        input_tokens=usage.input_tokens,
+    )
+    price = price or admission.policy.fallback_price()
+    return price, cost(usage=usage, price=price)
+
+
+def _charged_limits(admission: Admission, candidate: Candidate | None) -> list[LimitRef]:
+    credential_id = candidate.credential_id if candidate else None
+    return [
+        limit
+        for limit in admission.limits
+        if limit.scope != Scope.CREDENTIAL or limit.credential_id == credential_id
+    ]
+
+
+def _record(
+    admission: Admission,
+    candidate: Candidate | None,
+    usage: Usage | None,
+    price: Price | None,
+    cost_value: Decimal | None,
+    **fields: Any,
+) -> UsageRecord:
+    if price is not None:
+        source = price.source
+    else:
+        source = Source.NONE if cost_value == ZERO else Source.UNKNOWN
+    return UsageRecord(
+        request_id=admission.request_id,
+        organization_id=admission.organization_id,
+        user_id=admission.user_id,
+        credential_id=candidate.credential_id if candidate else None,
+        provider=candidate.provider if candidate else admission.provider,
+        model=candidate.model if candidate else admission.model,
+        input_tokens=usage.input_tokens if usage else 0,
+        output_tokens=usage.output_tokens if usage else 0,
+        tokens_estimated=bool(usage and usage.estimated),
+        cost=cost_value,
+        input_price_per_mtok=price.input_per_mtok if price else None,
+        output_price_per_mtok=price.output_per_mtok if price else None,
+        price_source=source,
+        reserved=admission.reserved,
+        **fields,
+    )
+
+
+def _settle_sync(
+    admission: Admission, candidate: Candidate | None, usage: Usage | None, **fields: Any
+) -> UsageRecord:
+    if fields["status"] not in UsageRecord.Status.values:
+        raise ValueError(f"Unknown usage status {fields['status']!r}.")
+    price, cost_value = _priced(admission, candidate, usage)
+    record = _record(admission, candidate, usage, price, cost_value, **fields)
+    slots = budget.slots_for(
+        _charged_limits(admission, candidate), now=record.created_at, tz=admission.timezone
+    )
+    try:
+        with transaction.atomic():
+            record.save(force_insert=True)  # first: a duplicate stops here, before any counter
+            charged = budget.settle(request_id=admission.request_id, slots=slots, cost=cost_value)
+            alerts_check(organization_id=admission.organization_id, charged=charged)
+    except IntegrityError:
+        existing = UsageRecord.objects.filter(request_id=admission.request_id).first()
+        if existing is None:
+            raise
+        return existing
+    used = (usage.input_tokens + usage.output_tokens) if usage else 0
+    unused = admission.input_tokens + admission.max_tokens - used
+    ratelimit.refund(ticket=admission.ticket, tokens=unused, marker=admission.request_id)
+    return record
+
+
+async def settle(
+    *,
+    admission: Admission,
+    candidate: Candidate | None,
+    usage: Usage | None,
+    status: str,
+    error_code: str = "",
+    latency_ms: int | None,
+    ttft_ms: int | None,
+    chat_id: int | None = None,
+) -> UsageRecord:
+    """Record the call and swap its reservation for the real cost; see the module docstring.
+    `usage` is what the provider reported (or the adapter estimated) — for a partial stream,
+    the tokens actually used; None when no provider answered."""
+    return await sync_to_async(_settle_sync)(
+        admission,
+        candidate,
+        usage,
+        status=status,
+        error_code=error_code,
+        latency_ms=latency_ms,
+        ttft_ms=ttft_ms,
+        chat_id=chat_id,
+    )
+
+
+# --- release --------------------------------------------------------------------------------
+
+
+def _release_sync(admission: Admission) -> None:
+    budget.release(request_id=admission.request_id)
+    ratelimit.refund(
+        ticket=admission.ticket,
+        tokens=admission.input_tokens + admission.max_tokens,
+        marker=admission.request_id,
+    )
+
+
+async def release(*, admission: Admission) -> None:
+    """Give back the reservation (and the rate-limit tokens) of a call that never reached a
+    provider. Idempotent; a no-op after `settle`."""
+    await sync_to_async(_release_sync)(admission)
