@@ -9,13 +9,10 @@ the filtered rows.
 
 from __future__ import annotations
 
-import csv
-from collections.abc import Iterator
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
 from django.urls import path
 from django.utils import timezone
@@ -27,12 +24,17 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import Membership, Organization
+from accounts.models import Organization
 from accounts.tenancy import request_membership
 from providers.models import UsageRecord
-
-GROUPS = ("day", "member", "provider", "model")
-UNPRICED = Q(price_source__in=[UsageRecord.PriceSource.UNKNOWN, UsageRecord.PriceSource.DEFAULT])
+from providers.reports import (
+    GROUPS,
+    usage_csv,
+    usage_filter,
+    usage_groups,
+    usage_totals,
+    usage_visible_to,
+)
 
 
 class CSVRenderer(renderers.BaseRenderer):
@@ -91,85 +93,6 @@ class UsageQuerySerializer(serializers.Serializer):
         return list(dict.fromkeys(keys))
 
 
-# --- selectors ------------------------------------------------------------------------------
-
-
-def usage_visible_to(membership: Membership) -> QuerySet[UsageRecord]:
-    """Admins see the organisation's ledger, members their own rows."""
-    if membership.is_admin:
-        return UsageRecord.objects.for_organization(membership.organization)
-    return UsageRecord.objects.for_member(membership)
-
-
-def _bound(value: date | datetime, organization: Organization, *, end: bool) -> datetime:
-    if isinstance(value, datetime):
-        return value if timezone.is_aware(value) else value.replace(tzinfo=organization.tzinfo)
-    day = value + timedelta(days=1) if end else value
-    return datetime.combine(day, time(0), tzinfo=organization.tzinfo)
-
-
-def usage_filter(
-    rows: QuerySet[UsageRecord], *, organization: Organization, params: dict[str, Any]
-) -> QuerySet[UsageRecord]:
-    if "from" in params:
-        rows = rows.filter(created_at__gte=_bound(params["from"], organization, end=False))
-    if "to" in params:
-        rows = rows.filter(created_at__lt=_bound(params["to"], organization, end=True))
-    if "member" in params:
-        rows = rows.filter(user_id=params["member"])
-    for name in ("provider", "model", "status"):
-        if name in params:
-            rows = rows.filter(**{name: params[name]})
-    return rows
-
-
-# Aliases differ from the model's field names (Django refuses an annotation named "cost").
-_TOTALS = {
-    "total_requests": Count("id"),
-    "total_input_tokens": Sum("input_tokens"),
-    "total_output_tokens": Sum("output_tokens"),
-    "total_cost": Sum("cost"),
-    "total_unpriced_requests": Count("id", filter=UNPRICED),
-    "total_estimated_requests": Count("id", filter=Q(tokens_estimated=True)),
-}
-
-
-def _with_zeroes(totals: dict[str, Any]) -> dict[str, Any]:
-    """`total_cost: None` → `cost: 0`: the public names, and no nulls for empty sums."""
-    return {
-        key.removeprefix("total_"): (0 if totals[key] is None else totals[key]) for key in _TOTALS
-    }
-
-
-def usage_totals(rows: QuerySet[UsageRecord]) -> dict[str, Any]:
-    return _with_zeroes(rows.aggregate(**_TOTALS))
-
-
-def usage_groups(
-    rows: QuerySet[UsageRecord], *, keys: list[str], organization: Organization
-) -> list[dict[str, Any]]:
-    columns: list[str] = []
-    if "day" in keys:
-        rows = rows.annotate(day=TruncDate("created_at", tzinfo=organization.tzinfo))
-        columns.append("day")
-    if "member" in keys:
-        columns += ["user_id", "user__email"]
-    if "provider" in keys or "model" in keys:
-        columns.append("provider")
-    if "model" in keys:
-        columns.append("model")
-    grouped = rows.order_by().values(*columns).annotate(**_TOTALS).order_by(*columns)
-    return [_group_row(row) for row in grouped]
-
-
-def _group_row(row: dict[str, Any]) -> dict[str, Any]:
-    group = _with_zeroes(row)
-    group |= {key: row[key] for key in ("day", "provider", "model") if key in row}
-    if "user_id" in row:
-        group |= {"member": row["user_id"], "email": row["user__email"]}
-    return group
-
-
 # --- serializers ----------------------------------------------------------------------------
 
 
@@ -220,9 +143,11 @@ class TotalsSerializer(serializers.Serializer):
         help_text="Calls without a known price (cost unknown) or charged at a default price."
     )
     estimated_requests = serializers.IntegerField()
+    error_requests = serializers.IntegerField()
 
 
 class GroupSerializer(TotalsSerializer):
+    error_rate = serializers.FloatField()
     day = serializers.DateField(required=False)
     member = serializers.IntegerField(required=False, allow_null=True)
     email = serializers.EmailField(required=False, allow_null=True)
@@ -238,53 +163,6 @@ class UsageResponseSerializer(serializers.Serializer):
     group_by = serializers.ListField(child=serializers.CharField(), required=False)
     groups = GroupSerializer(many=True, required=False, help_text="Grouped: every group.")
     totals = TotalsSerializer()
-
-
-CSV_COLUMNS = [
-    "request_id",
-    "created_at",
-    "member_email",
-    "chat_id",
-    "provider",
-    "model",
-    "credential",
-    "input_tokens",
-    "output_tokens",
-    "tokens_estimated",
-    "cost",
-    "price_source",
-    "input_price_per_mtok",
-    "output_price_per_mtok",
-    "status",
-    "error_code",
-    "latency_ms",
-    "ttft_ms",
-]
-
-
-def _cell(value: Any) -> Any:
-    # Spreadsheets run cells starting with these as formulas; a leading quote defuses them.
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return "" if value is None else value
-
-
-def _csv_values(row: UsageRecord) -> list[Any]:
-    email = row.user.email if row.user_id else ""
-    values = {"member_email": email, "credential": row.credential_id}
-    return [_cell(values[c] if c in values else getattr(row, c)) for c in CSV_COLUMNS]
-
-
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
-def usage_csv(rows: QuerySet[UsageRecord]) -> Iterator[str]:
-    writer = csv.writer(_Echo())
-    yield writer.writerow(CSV_COLUMNS)
-    for row in rows.select_related("user").order_by("created_at", "id").iterator(2000):
-        yield writer.writerow(_csv_values(row))
 
 
 # --- view -----------------------------------------------------------------------------------

@@ -88,6 +88,8 @@ class UsageRecord(models.Model):
             models.UniqueConstraint(fields=["request_id"], name="usagerecord_unique_request")
         ]
         indexes = [
+            # The staff report spans every organisation: a date range alone.
+            models.Index(fields=["created_at"], name="usage_created_idx"),
             models.Index(fields=["organization", "created_at"], name="usage_org_created_idx"),
             models.Index(
                 fields=["organization", "user", "created_at"], name="usage_org_user_created_idx"

@@ -319,6 +319,7 @@ def test_members_see_only_their_own_usage(bob_api, rows) -> None:
         "cost": "0.2500000000",
         "unpriced_requests": 1,
         "estimated_requests": 0,
+        "error_requests": 0,
     }
     # Asking for someone else's rows finds nothing rather than leaking them.
     assert ids(bob_api.get(f"/api/usage?member={rows['alice'].user_id}")) == set()
