@@ -12,7 +12,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from accounts.models import Membership, Organization
+from accounts.models import Membership, Organization, User
 from providers.models import UsageRecord
 
 GROUPS = ("day", "member", "provider", "model")
@@ -76,32 +76,43 @@ def usage_totals(rows: QuerySet[UsageRecord]) -> dict[str, Any]:
 def usage_groups(
     rows: QuerySet[UsageRecord], *, keys: list[str], organization: Organization | None
 ) -> list[dict[str, Any]]:
-    """One SQL GROUP BY over the filtered rows. Days are the organisation's local days (UTC
-    days for the staff's cross-organisation report)."""
+    """One SQL GROUP BY over the filtered rows, on ids only (no join per row); the labels of
+    the groups are looked up afterwards. Days are the organisation's local days (UTC days for
+    the staff's cross-organisation report)."""
     columns: list[str] = []
     if "organization" in keys:
-        columns += ["organization_id", "organization__slug"]
+        columns.append("organization_id")
     if "day" in keys:
         tzinfo = organization.tzinfo if organization is not None else UTC
         rows = rows.annotate(day=TruncDate("created_at", tzinfo=tzinfo))
         columns.append("day")
     if "member" in keys:
-        columns += ["user_id", "user__email"]
+        columns.append("user_id")
     if "provider" in keys or "model" in keys:
         columns.append("provider")
     if "model" in keys:
         columns.append("model")
-    grouped = rows.order_by().values(*columns).annotate(**_TOTALS).order_by(*columns)
-    return [_group_row(row) for row in grouped]
+    grouped = list(rows.order_by().values(*columns).annotate(**_TOTALS).order_by(*columns))
+    labels = _labels(grouped)
+    return [_group_row(row, labels) for row in grouped]
 
 
-def _group_row(row: dict[str, Any]) -> dict[str, Any]:
+def _labels(grouped: list[dict[str, Any]]) -> dict[str, dict[int, str]]:
+    org_ids = {row["organization_id"] for row in grouped if "organization_id" in row}
+    user_ids = {row["user_id"] for row in grouped if row.get("user_id") is not None}
+    return {
+        "organization": dict(Organization.objects.filter(pk__in=org_ids).values_list("pk", "slug")),
+        "user": dict(User.objects.filter(pk__in=user_ids).values_list("pk", "email")),
+    }
+
+
+def _group_row(row: dict[str, Any], labels: dict[str, dict[int, str]]) -> dict[str, Any]:
     group = _with_zeroes(row)
     group |= {key: row[key] for key in ("day", "provider", "model") if key in row}
     if "user_id" in row:
-        group |= {"member": row["user_id"], "email": row["user__email"]}
+        group |= {"member": row["user_id"], "email": labels["user"].get(row["user_id"])}
     if "organization_id" in row:
-        group |= {"organization": row["organization__slug"]}
+        group |= {"organization": labels["organization"].get(row["organization_id"])}
     group["error_rate"] = group["error_requests"] / group["requests"] if group["requests"] else 0.0
     return group
 
