@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format bench bench-reports
+.PHONY: install run test lint format bench bench-reports browser
 
 $(STAMP): requirements/base.txt requirements/dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,12 @@ run: install
 	@echo ""
 	$(BIN)/daphne -b 127.0.0.1 -p $(PORT) config.asgi:application
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The portal's browser tests drive Debian's chromium (Playwright brings no browser here).
+browser:
+	@command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
 lint: install
 	$(BIN)/ruff check .
@@ -32,3 +36,12 @@ lint: install
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Benchmarks (bench/README.md): simulator direct vs Gatehouse vs the LiteLLM proxy, ~7 min.
+# BENCH_ARGS="--quick" for a short run, "--no-peer" without LiteLLM.
+bench: install
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# One million usage rows in PostgreSQL (database gatehouse_bench_reports), report queries timed.
+bench-reports: install
+	$(BIN)/python bench/reports.py $(BENCH_ARGS)
