@@ -1,0 +1,110 @@
+"""CPU time and resident memory of server processes, read from /proc (Linux only).
+
+CPU is utime+stime of /proc/<pid>/stat in clock ticks (10 ms each), so a figure is only as good
+as the CPU time it sums: blocks are sized to use seconds of server CPU, and per-chunk figures
+divide the sum over all blocks of a cell.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+_PAGE_MIB = os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+_PROC = Path("/proc")
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = (_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    # The command name sits in parentheses and may itself hold spaces or parentheses.
+    head, _, rest = raw.rpartition(")")
+    return [head.split("(", 1)[1], *rest.split()]
+
+
+def _all_pids() -> list[int]:
+    return [int(entry.name) for entry in _PROC.iterdir() if entry.name.isdigit()]
+
+
+def process_tree(root: int) -> list[int]:
+    """The root and every live descendant (a server may fork workers)."""
+    children: dict[int, list[int]] = {}
+    for pid in _all_pids():
+        fields = _stat_fields(pid)
+        if fields is not None:
+            children.setdefault(int(fields[2]), []).append(pid)
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    return sum(cpu_by_pid(pids).values())
+
+
+def tree_cpu_seconds(root: int | None) -> float:
+    return cpu_seconds(process_tree(root)) if root else 0.0
+
+
+def tree_rss_mib(root: int | None) -> float:
+    """Resident set size of the tree, from statm (pages); shared pages count in each process."""
+    if not root:
+        return 0.0
+    total = 0.0
+    for pid in process_tree(root):
+        try:
+            resident = int((_PROC / str(pid) / "statm").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        total += resident * _PAGE_MIB
+    return total
+
+
+def cpu_by_pid(pids: Iterable[int]) -> dict[int, float]:
+    """utime+stime of each process: fields 14 and 15 of stat, at index 12 and 13 here (the
+    list starts at the command name, field 2)."""
+    found = {}
+    for pid in pids:
+        fields = _stat_fields(pid)
+        if fields is not None:
+            found[pid] = (int(fields[12]) + int(fields[13])) * _TICK_S
+    return found
+
+
+def runtime_by_pid(pids: Iterable[int]) -> dict[int, float]:
+    """CPU seconds of single-threaded processes to the nanosecond (first field of schedstat).
+    For the database backends: dozens of processes each using a few milliseconds would all read
+    0 in stat's whole ticks, which are truncated per process."""
+    found = {}
+    for pid in pids:
+        try:
+            found[pid] = int((_PROC / str(pid) / "schedstat").read_text().split()[0]) / 1e9
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def redis_pids() -> list[int]:
+    """Redis serves the whole machine; its CPU is read whole and reported as indicative."""
+    found = []
+    for pid in _all_pids():
+        fields = _stat_fields(pid)
+        if fields is not None and fields[0].startswith("redis-server"):
+            found.append(pid)
+    return found
+
+
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine spent busy, all cores together (first line of /proc/stat:
+    everything but idle and iowait)."""
+    fields = (_PROC / "stat").read_text().splitlines()[0].split()[1:]
+    ticks = [int(value) for value in fields]
+    idle = ticks[3] + ticks[4]
+    return (sum(ticks[:8]) - idle) * _TICK_S
