@@ -59,9 +59,14 @@ def _pick_provider(organization: Organization, names: list[str]) -> str:
     return names[0]
 
 
+def _same_model(listed: str, asked: str) -> bool:
+    # Ollama names carry a tag and treat a bare name as `:latest` (`llama3` is `llama3:latest`).
+    return listed == asked or listed == f"{asked}:latest"
+
+
 def _offers(entry: CredentialModels, model: str) -> bool:
     # A credential whose listing failed may still serve the model; the call will tell.
-    return entry.error is not None or any(m.id == model for m in entry.models)
+    return entry.error is not None or any(_same_model(m.id, model) for m in entry.models)
 
 
 def _default_model(
@@ -81,7 +86,7 @@ def _default_model(
 def _limits(
     entries: list[CredentialModels], model: str, setting: ModelSetting | None
 ) -> ModelLimits:
-    info = next((m for e in entries for m in e.models if m.id == model), None)
+    info = next((m for e in entries for m in e.models if _same_model(m.id, model)), None)
     adapter: type[Adapter] = ADAPTERS[entries[0].credential.kind]
     return ModelLimits(
         context_window=(setting and setting.context_window)

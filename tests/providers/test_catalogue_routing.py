@@ -107,3 +107,11 @@ def test_platform_credentials_from_the_environment(acme, settings, sim_url) -> N
     settings.GATEHOUSE_PLATFORM_CREDENTIALS = False
     with pytest.raises(RouteError):
         resolve(organization=acme, provider="openai", model="sim-gpt")
+
+
+def test_a_bare_ollama_name_means_latest(acme, acme_credentials) -> None:
+    route = resolve(organization=acme, provider="ollama", model="sim-llama")
+    assert route.candidates[0].credential_id == acme_credentials["ollama"].pk
+    assert resolve(organization=acme, provider="ollama", model="sim-llama:latest").model == (
+        "sim-llama:latest"
+    )
