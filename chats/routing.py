@@ -2,4 +2,10 @@
 
 from __future__ import annotations
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from chats.consumers import ChatConsumer
+
+websocket_urlpatterns: list = [
+    path("ws/chats/<int:chat_id>/", ChatConsumer.as_asgi()),
+]

@@ -25,6 +25,11 @@ if settings.GATEHOUSE_SIMULATOR_MOUNT:
     from providers.simulator.app import app as simulator_app
 
     http_app = mount_prefix("/_simulator", simulator_app, fallback=django_asgi_app)
+if settings.DEBUG or os.environ.get("GATEHOUSE_SERVE_STATIC") == "1":
+    # daphne serves no static files; in development and the browser tests Django does.
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+    http_app = ASGIStaticFilesHandler(http_app)
 
 application = ProtocolTypeRouter(
     {

@@ -10,7 +10,7 @@ import logging
 import re
 
 _SECRET_PATTERNS = re.compile(
-    r"(sk-[A-Za-z0-9_\-]{6,}|sim-[A-Za-z0-9_\-]{6,}|gh_[A-Za-z0-9]{6,}_[A-Za-z0-9_\-]{6,}"
+    r"(sk-[A-Za-z0-9_\-]{6,}|gh_[A-Za-z0-9]{6,}_[A-Za-z0-9_\-]{6,}"
     r"|(?i:bearer)\s+[A-Za-z0-9._\-]{8,}|(?i:x-api-key)[\"':= ]+[A-Za-z0-9._\-]{8,})"
 )
 

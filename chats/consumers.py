@@ -1,0 +1,271 @@
+"""The chat socket, /ws/chats/<id>/: a thin consumer over `chats.services.messages`.
+
+Authentication comes from `accounts.ws` (session cookie or bearer token, Origin checked). A
+socket for a chat the caller cannot see is refused at the handshake (HTTP 403). Every frame
+re-checks the caller's rights (the message path does it in its first database hop): a member
+removed from the organisation or a revoked token gets an `access_revoked` error and the socket is
+closed with code 4403.
+
+A generation runs in its own task, so frames (`cancel` above all) are read while it streams.
+Each socket is in the chat's channel-layer group to see answers generated elsewhere (another tab,
+another process, a REST client). The generating socket sends its own frames directly; while its
+answer is broadcast it leaves the group, so it never receives its own copies (only one answer is
+generated per chat at a time, so it misses nothing else).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from accounts.models import ApiToken, Membership, User
+from chats.billing import AdmissionRefused
+from chats.frames import encode, encode_token, frame_too_large
+from chats.selectors import access_valid, socket_access
+from chats.services import presence
+from chats.services.errors import AccessRevoked, ChatBusy, InputError
+from chats.services.generation import spawn
+from chats.services.inputs import MessageInput, message_input_parse
+from chats.services.messages import Generation, message_start
+from config.errors import ApiError
+
+CLOSE_ACCESS_REVOKED = 4403
+_FRAME_FIELDS = frozenset({"type"})
+_REFUSAL_DETAILS = ("retry_after", "limit", "resets_at")
+
+
+def _open(user: User, token: ApiToken | None, chat_id: int) -> tuple[Membership, str, str] | None:
+    """The socket's membership, the chat's cache key and group; counts the socket as watching."""
+    found = socket_access(user=user, token=token, chat_id=chat_id)
+    if found is None:
+        return None
+    membership, chat = found
+    key = presence.chat_key(chat)
+    presence.watch(key=key)
+    return membership, key, presence.group_name(chat)
+
+
+class ChatConsumer(AsyncJsonWebsocketConsumer):
+    membership: Membership | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        self.chat_id = int(self.scope["url_route"]["kwargs"]["chat_id"])
+        self.token: ApiToken | None = self.scope.get("api_token")
+        self._generation: Generation | None = None
+        self._pending = False  # a message is between its frame and its generation
+        self._cancel_requested = False
+        self._closed = False
+        self._in_group = False
+        self._group_lock = asyncio.Lock()
+        self._remote_origin: str | None = None  # the socket generating what we watch
+        user = self.scope.get("user")
+        # A presented but bad token is refused even when a session cookie came along.
+        if self.scope.get("token_error") or user is None or not user.is_authenticated:
+            await self.close()
+            return
+        opened = await database_sync_to_async(_open)(user, self.token, self.chat_id)
+        if opened is None:
+            await self.close()
+            return
+        self.membership, self._key, self.group = opened
+        await self._sync_group()
+        await self.accept()
+        await self.channel_layer.group_send(
+            self.group, {"type": "chat.join", "origin": self.channel_name}
+        )
+
+    async def disconnect(self, code: int) -> None:
+        self._closed = True
+        if self._generation is not None:
+            self._generation.detach()
+        if self.membership is None:
+            return
+        await self._sync_group()
+        await database_sync_to_async(presence.unwatch)(key=self._key)
+
+    # --- frames from the client --------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is None:
+            await self._refuse_frame("invalid_frame", "Frames must be JSON text.")
+        elif frame_too_large(text_data):
+            await self._refuse_frame("frame_too_large", "Frames are limited to 32 KiB.")
+        else:
+            try:
+                data = json.loads(text_data)
+            except ValueError:
+                await self._refuse_frame("invalid_json", "The frame is not valid JSON.")
+                return
+            await self._dispatch(data)
+
+    async def _dispatch(self, data: Any) -> None:
+        kind = data.get("type") if isinstance(data, dict) else None
+        if kind == "message":
+            await self._on_message(data)
+        elif kind == "cancel":
+            await self._on_cancel()
+        elif isinstance(data, dict):
+            await self._refuse_frame("unknown_type", "Frame types are 'message' and 'cancel'.")
+        else:
+            await self._refuse_frame("invalid_frame", "A frame is a JSON object with a 'type'.")
+
+    async def _on_message(self, data: dict[str, Any]) -> None:
+        try:
+            message = message_input_parse(data, ignore=_FRAME_FIELDS)
+        except InputError as exc:
+            if await self._allowed():
+                await self._send_error(exc)
+            return
+        if self._pending or (self._generation is not None and not self._generation.finished):
+            # This socket's own answer is streaming; the chat lock refuses other sockets' too.
+            await self._send_error(ChatBusy())
+            return
+        self._pending = True
+        spawn(self._generate(message))
+
+    async def _on_cancel(self) -> None:
+        if not await self._allowed():
+            return
+        if self._generation is not None:
+            self._generation.cancel()
+        elif self._pending:
+            self._cancel_requested = True
+        elif self._remote_origin is not None:
+            # Stop an answer another socket of this chat is generating (a second tab).
+            await self.channel_layer.send(self._remote_origin, {"type": "chat.cancel"})
+
+    # --- the generation, in its own task -----------------------------------------------------
+
+    async def _generate(self, message: MessageInput) -> None:
+        try:
+            generation = await message_start(
+                membership=self.membership,
+                chat_id=self.chat_id,
+                message=message,
+                token=self.token,
+                sink=self._send_text,
+                origin=self.channel_name,
+            )
+        except AccessRevoked as exc:
+            await self._revoked(exc)
+            return
+        except ApiError as exc:
+            await self._send_error(exc)
+            return
+        finally:
+            self._pending = False
+        await self._run(generation)
+
+    async def _run(self, generation: Generation) -> None:
+        self._generation = generation
+        if self._cancel_requested:
+            self._cancel_requested = False
+            generation.cancel()
+        if self._closed:
+            generation.detach()
+        try:
+            if generation.broadcast:
+                await self._sync_group()
+            await generation.run()
+        finally:
+            if self._generation is generation:
+                self._generation = None
+            await self._sync_group()
+
+    async def _sync_group(self) -> None:
+        """In the group unless our own answer is being broadcast (or the socket is closed)."""
+        async with self._group_lock:
+            generation = self._generation
+            out = self._closed or (
+                generation is not None and generation.broadcast and not generation.finished
+            )
+            if out and self._in_group:
+                await self.channel_layer.group_discard(self.group, self.channel_name)
+                self._in_group = False
+            elif not out and not self._in_group:
+                await self.channel_layer.group_add(self.group, self.channel_name)
+                self._in_group = True
+
+    # --- channel-layer events ----------------------------------------------------------------
+
+    async def chat_frame(self, event: dict[str, Any]) -> None:
+        """A frame of an answer generated elsewhere, already serialised."""
+        origin = event.get("origin")
+        if origin is not None and origin == self.channel_name:
+            return
+        kind = event.get("kind")
+        if kind == "start":
+            self._remote_origin = origin
+        elif kind in ("done", "error"):
+            self._remote_origin = None
+        await self._send_text(event["text"])
+
+    async def chat_join(self, event: dict[str, Any]) -> None:
+        """Another socket opened on the chat: broadcast our answer from now on, and bring the
+        newcomer up to date with what was said so far."""
+        origin = event.get("origin")
+        generation = self._generation
+        if origin == self.channel_name or generation is None or generation.broadcast:
+            return
+        so_far = generation.broadcast_on()
+        if so_far is not None and generation.started:
+            # Before its start frame the whole answer reaches the group: nothing to catch up.
+            await self._send_to(origin, generation.start_text, "start")
+            if so_far:
+                await self._send_to(origin, encode_token(so_far), None)
+        await self._sync_group()
+
+    async def _send_to(self, channel: str, text: str, kind: str | None) -> None:
+        event = {"type": "chat.frame", "text": text, "origin": self.channel_name}
+        if kind is not None:
+            event["kind"] = kind
+        await self.channel_layer.send(channel, event)
+
+    async def chat_cancel(self, event: dict[str, Any]) -> None:
+        if self._generation is not None:
+            self._generation.cancel()
+
+    # --- sending -----------------------------------------------------------------------------
+
+    async def _send_text(self, text: str) -> None:
+        # The generation's sink: straight to the ASGI server, once per token.
+        await self.base_send({"type": "websocket.send", "text": text})
+
+    async def _send_error(self, exc: ApiError) -> None:
+        frame: dict[str, Any] = {
+            "type": "error",
+            "code": exc.code,
+            "message": exc.message,
+            "request_id": uuid.uuid4().hex,
+        }
+        if exc.fields:
+            frame["fields"] = exc.fields
+        if isinstance(exc, AdmissionRefused):
+            # Which limit refused, when it resets, when to retry: clients show it to the user.
+            details = exc.as_dict()
+            frame.update({k: details[k] for k in _REFUSAL_DETAILS if details.get(k) is not None})
+        await self._send_text(encode(frame))
+
+    async def _refuse_frame(self, code: str, message: str) -> None:
+        if await self._allowed():
+            await self._send_error(ApiError(code, message))
+
+    async def _allowed(self) -> bool:
+        """Whether the caller still has access; if not, the socket is closed."""
+        if await database_sync_to_async(access_valid)(membership=self.membership, token=self.token):
+            return True
+        await self._revoked(AccessRevoked())
+        return False
+
+    async def _revoked(self, exc: ApiError) -> None:
+        if self._generation is not None:
+            self._generation.cancel()
+        await self._send_error(exc)
+        await self.close(code=CLOSE_ACCESS_REVOKED)
