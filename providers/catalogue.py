@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 
@@ -13,7 +14,7 @@ from accounts.models import Organization
 from providers.adapters import get_adapter
 from providers.adapters.base import ModelInfo, ProviderError
 from providers.models import ModelSetting
-from providers.platform import RouteCredential, acredentials_for
+from providers.platform import RouteCredential, credentials_for
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +42,37 @@ def _cache_key(credential: RouteCredential) -> str:
     return f"models:{credential.cache_key}"
 
 
-async def models_of(credential: RouteCredential) -> CredentialModels:
-    """The credential's models, from the cache or the provider. A failure is reported on the
-    entry (and not cached), never raised: one broken provider must not break the list."""
+@dataclass
+class RouteInputs:
+    """Everything routing needs to know about an organisation, read in one thread hop."""
+
+    credentials: list[RouteCredential]
+    switches: dict[tuple[str, str], ModelSetting]
+    cached_models: dict[str, list]
+
+
+def _route_inputs_sync(organization: Organization) -> RouteInputs:
+    credentials = credentials_for(organization)
+    switches = {
+        (s.provider, s.model): s for s in ModelSetting.objects.for_organization(organization)
+    }
+    cached = cache.get_many([_cache_key(c) for c in credentials]) if credentials else {}
+    return RouteInputs(credentials, switches, cached)
+
+
+async def route_inputs(organization: Organization) -> RouteInputs:
+    # One hop to a worker thread for the queries and the cache read, not one per lookup: on
+    # the path of every message each hop costs a context switch.
+    return await sync_to_async(_route_inputs_sync)(organization)
+
+
+async def models_of(credential: RouteCredential, cached: list | None = None) -> CredentialModels:
+    """The credential's models, from the cache (`cached`, when the caller already read it) or
+    the provider. A failure is reported on the entry (and not cached), never raised: one broken
+    provider must not break the list."""
     key = _cache_key(credential)
-    cached = await cache.aget(key)
+    if cached is None:
+        cached = await cache.aget(key)
     if cached is not None:
         return CredentialModels(credential, [ModelInfo(*row) for row in cached])
     try:
@@ -62,18 +89,20 @@ async def forget_models(credential: RouteCredential) -> None:
     await cache.adelete(_cache_key(credential))
 
 
-async def settings_for(organization: Organization) -> dict[tuple[str, str], ModelSetting]:
-    rows = ModelSetting.objects.for_organization(organization)
-    return {(s.provider, s.model): s async for s in rows}
+async def entries_for(
+    inputs: RouteInputs, credentials: list[RouteCredential]
+) -> list[CredentialModels]:
+    return [await models_of(c, inputs.cached_models.get(_cache_key(c))) for c in credentials]
 
 
 async def provider_listings(organization: Organization) -> list[ProviderListing]:
-    credentials = await acredentials_for(organization)
-    switches = await settings_for(organization)
+    inputs = await route_inputs(organization)
     grouped: dict[str, list[CredentialModels]] = {}
-    for credential in credentials:
-        grouped.setdefault(credential.provider, []).append(await models_of(credential))
-    return [_listing(name, entries, switches, organization) for name, entries in grouped.items()]
+    for entry in await entries_for(inputs, inputs.credentials):
+        grouped.setdefault(entry.credential.provider, []).append(entry)
+    return [
+        _listing(name, entries, inputs.switches, organization) for name, entries in grouped.items()
+    ]
 
 
 def _listing(

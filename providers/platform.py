@@ -102,8 +102,3 @@ def credentials_for(organization: Organization) -> list[RouteCredential]:
     """Usable credentials, by priority: the organisation's own first, then the platform's."""
     stored = ProviderCredential.objects.for_organization(organization).usable()
     return [*(from_stored(c) for c in stored), *platform_credentials()]
-
-
-async def acredentials_for(organization: Organization) -> list[RouteCredential]:
-    stored = ProviderCredential.objects.for_organization(organization).usable()
-    return [*[from_stored(c) async for c in stored], *platform_credentials()]

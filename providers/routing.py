@@ -18,9 +18,9 @@ from accounts.models import Organization
 from providers.adapters import ADAPTERS
 from providers.adapters.base import Adapter
 from providers.calls import Candidate
-from providers.catalogue import CredentialModels, models_of, settings_for
+from providers.catalogue import CredentialModels, entries_for, route_inputs
 from providers.models import ModelSetting
-from providers.platform import RouteCredential, acredentials_for
+from providers.platform import RouteCredential
 
 
 @dataclass(frozen=True)
@@ -110,14 +110,15 @@ def _candidate(credential: RouteCredential, model: str) -> Candidate:
 
 
 async def aresolve(*, organization: Organization, provider: str | None, model: str | None) -> Route:
-    credentials = await acredentials_for(organization)
+    inputs = await route_inputs(organization)
+    credentials = inputs.credentials
     names = list(dict.fromkeys(c.provider for c in credentials))
     if provider and provider not in names:
         raise RouteError("unknown_provider", f"Unknown provider {provider!r}.", "provider")
     if not provider and not model:
         provider = _pick_provider(organization, names)
     pool = [c for c in credentials if not provider or c.provider == provider]
-    entries = [await models_of(c) for c in pool]
+    entries = await entries_for(inputs, pool)
     model = model or _default_model(organization, provider or "", entries)
     offering = [e for e in entries if _offers(e, model)]
     if not offering:
@@ -125,7 +126,7 @@ async def aresolve(*, organization: Organization, provider: str | None, model: s
         raise RouteError("unknown_model", f"Unknown model {model!r}{where}.", "model")
     provider = provider or offering[0].credential.provider
     offering = [e for e in offering if e.credential.provider == provider]
-    setting = (await settings_for(organization)).get((provider, model))
+    setting = inputs.switches.get((provider, model))
     if setting is not None and not setting.enabled:
         raise RouteError("model_disabled", f"Model {model!r} is disabled here.", "model")
     return Route(
