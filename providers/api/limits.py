@@ -20,7 +20,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import Membership, Organization
+from accounts.audit import audit_record
+from accounts.models import AuditEvent, Membership, Organization
 from accounts.permissions import IsOrgAdmin
 from accounts.tenancy import request_membership
 from providers import budget, netguard
@@ -198,6 +199,7 @@ class LimitList(generics.ListCreateAPIView):
             )
         except DjangoValidationError as exc:
             raise _invalid(exc) from None
+        _audit(self.request, AuditEvent.Action.LIMIT_CREATED, serializer.instance, after=True)
 
 
 class LimitDetail(generics.RetrieveUpdateDestroyAPIView):
@@ -213,15 +215,46 @@ class LimitDetail(generics.RetrieveUpdateDestroyAPIView):
         return LimitSerializer
 
     def perform_update(self, serializer: LimitUpdateSerializer) -> None:
+        before = _described(serializer.instance)
         try:
             serializer.instance = budget.spending_limit_update(
                 limit=serializer.instance, **serializer.validated_data
             )
         except DjangoValidationError as exc:
             raise _invalid(exc) from None
+        _audit(
+            self.request, AuditEvent.Action.LIMIT_CHANGED, serializer.instance, before, after=True
+        )
 
     def perform_destroy(self, instance: SpendingLimit) -> None:
+        _audit(self.request, AuditEvent.Action.LIMIT_DELETED, instance, _described(instance))
         budget.spending_limit_delete(limit=instance)
+
+
+def _described(limit: SpendingLimit) -> dict[str, Any]:
+    fields = ["name", "scope", "period", "amount", "hard", "alert_thresholds"]
+    return {name: str(getattr(limit, name)) for name in fields} | {
+        "membership": limit.membership_id,
+        "credential": limit.credential_id,
+    }
+
+
+def _audit(
+    request: Request,
+    action: str,
+    limit: SpendingLimit,
+    before: dict[str, Any] | None = None,
+    *,
+    after: bool = False,
+) -> None:
+    audit_record(
+        action=action,
+        organization=limit.organization,
+        request=request,
+        target=limit,
+        before=before,
+        after=_described(limit) if after else None,
+    )
 
 
 # --- alerts and webhook deliveries ----------------------------------------------------------

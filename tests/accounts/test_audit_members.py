@@ -110,3 +110,19 @@ def test_staff_login_is_audited_and_audit_admin_is_read_only(db) -> None:
     assert client.get("/admin/accounts/auditevent/").status_code == 200
     event = AuditEvent.objects.get()
     assert client.get(f"/admin/accounts/auditevent/{event.pk}/delete/").status_code == 403
+
+
+def test_limit_changes_are_audited(alice_api, acme) -> None:
+    created = alice_api.post(
+        "/api/limits",
+        {"name": "monthly", "scope": "organization", "period": "month", "amount": "10.00"},
+        format="json",
+    )
+    assert created.status_code == 201, created.content
+    limit_id = created.json()["id"]
+    alice_api.patch(f"/api/limits/{limit_id}", {"amount": "20.00"}, format="json")
+    alice_api.delete(f"/api/limits/{limit_id}")
+    events = list(AuditEvent.objects.order_by("id"))
+    assert [e.action for e in events] == ["limit.created", "limit.changed", "limit.deleted"]
+    assert events[1].summary["before"]["amount"].startswith("10")
+    assert events[1].summary["after"]["amount"].startswith("20")
