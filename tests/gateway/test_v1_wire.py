@@ -112,3 +112,25 @@ def test_every_stream_frame_is_a_valid_sdk_chunk():
 def test_an_unknown_finish_reason_becomes_stop():
     assert wire.finish_reason("end_turn") == "stop"
     assert wire.finish_reason(None) == "stop"
+
+
+def test_v1_skips_the_browser_middleware_but_keeps_request_ids_and_nosniff() -> None:
+    """/v1 is served by config.lean: no session cookie, no CSP; a request id and nosniff."""
+    import asyncio
+
+    import httpx
+
+    from config.asgi import application
+
+    async def call(path: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+            return await client.get(path)
+
+    response = asyncio.run(call("/v1/models"))
+    assert response.status_code == 401
+    assert response.headers["X-Request-ID"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert "Content-Security-Policy" not in response.headers
+    portal = asyncio.run(call("/accounts/login/"))
+    assert "Content-Security-Policy" in portal.headers
