@@ -24,7 +24,6 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from accounts.models import ApiToken, Membership, User
-from chats.billing import AdmissionRefused
 from chats.frames import encode, encode_token, frame_too_large
 from chats.selectors import access_valid, socket_access
 from chats.services import presence
@@ -33,6 +32,7 @@ from chats.services.generation import spawn
 from chats.services.inputs import MessageInput, message_input_parse
 from chats.services.messages import Generation, message_start
 from config.errors import ApiError
+from providers.admission import AdmissionRefused
 
 CLOSE_ACCESS_REVOKED = 4403
 _FRAME_FIELDS = frozenset({"type"})

@@ -2,7 +2,7 @@
 
 `Generation.run` settles exactly once whatever happens — the answer completes, the provider
 fails, the client cancels or leaves, the task is cancelled from outside: the usage record is
-written (`chats.billing.settle`), the assistant message saved with its final status, text,
+written (`providers.admission.settle`), the assistant message saved with its final status, text,
 provider, model and credential, the chat's lock released, and a `done` or `error` frame sent.
 
 Per token: one encode, one send to the caller's socket, and one channel-layer send only when
@@ -21,11 +21,11 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
-from chats import billing
 from chats.frames import done_frame, encode, encode_token, error_frame
 from chats.models import Message
 from chats.services import presence
 from chats.services.records import answer_finish, messages_store
+from providers import admission as billing
 from providers.adapters.base import ChatTurn, ProviderError, StreamEnd, Usage, estimate_tokens
 from providers.calls import CallParams, Candidate, open_stream
 from providers.routing import Route

@@ -22,7 +22,6 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from accounts.models import ApiToken, Membership, Organization
-from chats import billing
 from chats.models import Chat
 from chats.selectors import chat_for_message, history_for_context
 from chats.services import presence
@@ -30,6 +29,7 @@ from chats.services.context import context_build, title_from
 from chats.services.errors import ChatBusy, InputError, ProviderFailed
 from chats.services.generation import Generation, Reply, Sink
 from chats.services.inputs import MessageInput, params_check
+from providers import admission as billing
 from providers.calls import CallParams
 from providers.routing import Route, RouteError, aresolve
 

@@ -3,7 +3,7 @@
 Requests are authenticated with Gatehouse API tokens, routed, admitted and settled exactly like
 chat messages (same budgets, rate limits and ledger; ledger rows carry no chat), and answered in
 OpenAI's wire format whatever the provider kind behind the route. User documentation:
-docs/gateway.md.
+the README (OpenAI-compatible gateway).
 
 - `wire`: request parsing and validation; response, chunk and error formatting.
 - `views`: the async Django views (no DRF on this path).

@@ -1,8 +1,9 @@
 """OpenAI's wire format: parsing and validating chat completion requests, and formatting
 completions, stream chunks, model lists and errors.
 
-Field policy (docs/gateway.md has the user-facing table): the fields Gatehouse can honour on
-every provider are used; sampling hints it cannot forward everywhere are accepted and ignored;
+Field policy (the README's gateway section has the user-facing table): the fields Gatehouse
+can honour on every provider are used; sampling hints it cannot forward everywhere are
+accepted and ignored;
 fields that would change the shape or meaning of the answer (tools, JSON mode, logprobs, n > 1,
 audio) are refused with 400 `unsupported_parameter` rather than silently dropped; anything that
 would steer the upstream call itself (base URL, key, headers) is refused with 400
