@@ -11,10 +11,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.api_members import urlpatterns as member_urlpatterns
-from accounts.audit import audit_record
-from accounts.models import ApiToken, AuditEvent, Membership
+from accounts.models import ApiToken, Membership
 from accounts.tenancy import request_membership
-from accounts.tokens import token_issue, token_revoke
+from accounts.tokens import member_token_issue, member_token_revoke
 
 
 class MembershipSerializer(serializers.ModelSerializer):
@@ -89,18 +88,11 @@ class TokenListCreate(generics.ListCreateAPIView):
     def post(self, request: Request) -> Response:
         serializer = ApiTokenSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        membership = request_membership(request)
-        issued = token_issue(
-            membership=membership,
+        issued = member_token_issue(
+            membership=request_membership(request),
             name=serializer.validated_data["name"],
             expires_at=serializer.validated_data.get("expires_at"),
-        )
-        audit_record(
-            action=AuditEvent.Action.TOKEN_ISSUED,
-            organization=membership.organization,
             request=request,
-            target=issued.token,
-            after={"name": issued.token.name, "owner": request.user.email},
         )
         body = IssuedTokenSerializer(issued.token).data | {"token": issued.secret}
         return Response(body, status=status.HTTP_201_CREATED)
@@ -109,17 +101,8 @@ class TokenListCreate(generics.ListCreateAPIView):
 class TokenRevoke(APIView):
     @extend_schema(request=None, responses=ApiTokenSerializer)
     def post(self, request: Request, pk: int) -> Response:
-        membership = request_membership(request)
-        token = generics.get_object_or_404(tokens_visible_to(membership), pk=pk)
-        if token.revoked_at is None:
-            audit_record(
-                action=AuditEvent.Action.TOKEN_REVOKED,
-                organization=membership.organization,
-                request=request,
-                target=token,
-                before={"name": token.name, "owner": token.membership.user.email},
-            )
-        return Response(ApiTokenSerializer(token_revoke(token=token)).data)
+        token = generics.get_object_or_404(tokens_visible_to(request_membership(request)), pk=pk)
+        return Response(ApiTokenSerializer(member_token_revoke(token=token, request=request)).data)
 
 
 urlpatterns = [

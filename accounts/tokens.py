@@ -14,10 +14,11 @@ import secrets
 import string
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.utils import timezone
 
-from accounts.models import ApiToken, Membership
+from accounts.models import ApiToken, AuditEvent, Membership
 
 TOKEN_RE = re.compile(r"^gh_([a-z0-9]{10})_([A-Za-z0-9_\-]{20,100})$")
 _PREFIX_ALPHABET = string.ascii_lowercase + string.digits
@@ -122,3 +123,35 @@ def bearer_from_header(value: str | None) -> str | None:
     if scheme.lower() != "bearer":
         return None
     return credentials.strip()
+
+
+def member_token_issue(
+    *, membership: Membership, name: str, expires_at: datetime | None = None, request: Any = None
+) -> IssuedToken:
+    """A member issues a token for themself (API or portal): issued and put on the record."""
+    from accounts.audit import audit_record
+
+    issued = token_issue(membership=membership, name=name, expires_at=expires_at)
+    audit_record(
+        action=AuditEvent.Action.TOKEN_ISSUED,
+        organization=membership.organization,
+        request=request,
+        target=issued.token,
+        after={"name": issued.token.name, "owner": membership.user.email},
+    )
+    return issued
+
+
+def member_token_revoke(*, token: ApiToken, request: Any = None) -> ApiToken:
+    """A member (or an admin of the organisation) revokes a token, on the record once."""
+    from accounts.audit import audit_record
+
+    if token.revoked_at is None:
+        audit_record(
+            action=AuditEvent.Action.TOKEN_REVOKED,
+            organization=token.membership.organization,
+            request=request,
+            target=token,
+            before={"name": token.name, "owner": token.membership.user.email},
+        )
+    return token_revoke(token=token)

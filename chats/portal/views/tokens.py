@@ -10,9 +10,8 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.api import tokens_visible_to
-from accounts.audit import audit_record
-from accounts.models import AuditEvent, Membership
-from accounts.tokens import IssuedToken, token_issue, token_revoke
+from accounts.models import Membership
+from accounts.tokens import IssuedToken, member_token_issue, member_token_revoke
 from chats.portal.access import member_required
 from chats.portal.common import done
 from chats.portal.forms import TokenForm
@@ -21,17 +20,12 @@ from chats.portal.forms import TokenForm
 def _issue(request: HttpRequest, membership: Membership, form: TokenForm) -> IssuedToken:
     days = form.cleaned_data["expires_in"]
     expires_at = timezone.now() + timedelta(days=int(days)) if days else None
-    issued = token_issue(
-        membership=membership, name=form.cleaned_data["name"], expires_at=expires_at
-    )
-    audit_record(
-        action=AuditEvent.Action.TOKEN_ISSUED,
-        organization=membership.organization,
+    return member_token_issue(
+        membership=membership,
+        name=form.cleaned_data["name"],
+        expires_at=expires_at,
         request=request,
-        target=issued.token,
-        after={"name": issued.token.name, "owner": request.user.email},
     )
-    return issued
 
 
 @require_http_methods(["GET", "POST"])
@@ -61,13 +55,5 @@ def token_list(request: HttpRequest) -> HttpResponse:
 def token_revoke_view(request: HttpRequest, token_id: int) -> HttpResponse:
     membership = request.membership
     token = get_object_or_404(tokens_visible_to(membership), pk=token_id)
-    if token.revoked_at is None:
-        audit_record(
-            action=AuditEvent.Action.TOKEN_REVOKED,
-            organization=membership.organization,
-            request=request,
-            target=token,
-            before={"name": token.name, "owner": token.membership.user.email},
-        )
-        token_revoke(token=token)
+    member_token_revoke(token=token, request=request)
     return done(request, "portal:tokens", f"Token “{token.name}” revoked.")
