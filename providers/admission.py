@@ -502,8 +502,13 @@ def _settle_sync(
     try:
         with transaction.atomic():
             record.save(force_insert=True)  # first: a duplicate stops here, before any counter
-            charged = budget.settle(request_id=admission.request_id, slots=slots, cost=cost_value)
-            alerts_check(organization_id=admission.organization_id, charged=charged)
+            # No limit applied at admission: no reservation or counter to move (the common
+            # case for organisations without budgets), so the ledger row is all there is.
+            if admission.limits:
+                charged = budget.settle(
+                    request_id=admission.request_id, slots=slots, cost=cost_value
+                )
+                alerts_check(organization_id=admission.organization_id, charged=charged)
     except IntegrityError:
         existing = UsageRecord.objects.filter(request_id=admission.request_id).first()
         if existing is None:
