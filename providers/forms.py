@@ -9,6 +9,7 @@ from django import forms
 from providers import netguard
 from providers.adapters.base import ProviderError
 from providers.models import ProviderCredential
+from providers.models.credentials import EDITABLE_FIELDS
 
 
 class CredentialAdminForm(forms.ModelForm):
@@ -23,18 +24,7 @@ class CredentialAdminForm(forms.ModelForm):
 
     class Meta:
         model = ProviderCredential
-        fields = [
-            "organization",
-            "name",
-            "provider",
-            "kind",
-            "base_url",
-            "priority",
-            "enabled",
-            "default_model",
-            "default_temperature",
-            "default_max_tokens",
-        ]
+        fields = ["organization", *EDITABLE_FIELDS]
 
     def clean_base_url(self) -> str:
         url = self.cleaned_data.get("base_url", "")

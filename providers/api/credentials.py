@@ -22,18 +22,9 @@ from accounts.tenancy import request_membership
 from config.errors import ApiError
 from providers import services
 from providers.models import ProviderCredential
+from providers.models.credentials import EDITABLE_FIELDS
 
-WRITABLE = [
-    "name",
-    "provider",
-    "kind",
-    "base_url",
-    "priority",
-    "enabled",
-    "default_model",
-    "default_temperature",
-    "default_max_tokens",
-]
+WRITABLE = EDITABLE_FIELDS
 
 
 def _public(credential: ProviderCredential) -> dict:

@@ -18,6 +18,20 @@ class CredentialQuerySet(models.QuerySet["ProviderCredential"]):
         return self.filter(enabled=True).order_by("priority", "id")
 
 
+#: the fields people may set on a credential (the secret goes through set_secret / rotation)
+EDITABLE_FIELDS = [
+    "name",
+    "provider",
+    "kind",
+    "base_url",
+    "priority",
+    "enabled",
+    "default_model",
+    "default_temperature",
+    "default_max_tokens",
+]
+
+
 class ProviderCredential(TimeStampedModel):
     """One key for one provider endpoint. Credentials of an organisation that share a
     `provider` name are one route: tried by `priority` (lowest first), each a fallback for the
