@@ -22,16 +22,16 @@ from .base import (
     Endpoint,
     ErrorCode,
     ModelInfo,
-    ProviderError,
     StreamClock,
     StreamEnd,
     Timeouts,
     build_usage,
+    collect_all,
     request_guard,
     resolve_max_tokens,
     shared_ssl_context,
 )
-from .errors import detected_error, stream_error, to_provider_error
+from .errors import detected_error, stream_error
 
 # Anthropic's stop reasons in the OpenAI vocabulary the rest of the gateway speaks.
 _FINISH = {
@@ -95,9 +95,6 @@ class AnthropicAdapter(Adapter):
             params["stop_sequences"] = list(stop)
         return params
 
-    def _error(self, exc: BaseException) -> ProviderError:
-        return to_provider_error(exc, secret=self.endpoint.api_key)
-
     async def complete(
         self,
         messages: Sequence[ChatTurn],
@@ -109,11 +106,7 @@ class AnthropicAdapter(Adapter):
         top_p: float | None = None,
     ) -> Completion:
         params = self._params(messages, model, temperature, max_tokens, stop, top_p)
-        try:
-            async with asyncio.timeout(self.timeouts.total):
-                message = await self._client.messages.create(**params)
-        except Exception as exc:
-            raise self._error(exc) from None
+        message = await self._bounded(self._client.messages.create(**params))
         text = "".join(block.text for block in message.content if block.type == "text")
         usage = message.usage
         return Completion(
@@ -214,11 +207,8 @@ class AnthropicAdapter(Adapter):
         )
 
     async def list_models(self) -> list[ModelInfo]:
-        try:
-            async with asyncio.timeout(self.timeouts.total):
-                return [_model_info(model) async for model in self._client.models.list()]
-        except Exception as exc:
-            raise self._error(exc) from None
+        models = await self._bounded(collect_all(self._client.models.list()))
+        return [_model_info(model) for model in models]
 
     async def aclose(self) -> None:
         await self._client.close()

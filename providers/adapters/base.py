@@ -147,6 +147,10 @@ class ProviderError(Exception):
         super().__init__(f"{code}: {self.message}")
 
 
+async def collect_all(items: AsyncIterator[Any]) -> list[Any]:
+    return [item async for item in items]
+
+
 def estimate_tokens(text: str) -> int:
     """Token estimate for text the provider did not count: one token per 4 characters, rounded
     up (OpenAI's published rule of thumb for English), and never less than the word count."""
@@ -200,6 +204,20 @@ class Adapter(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - a no-op default, not an abstract method
         """Release the SDK client's connections."""
+
+    async def _bounded(self, call: Awaitable[Any]) -> Any:
+        """One whole (non-streamed) provider call within the total timeout; any failure comes
+        out as a `ProviderError`, redacted of this endpoint's key."""
+        try:
+            async with asyncio.timeout(self.timeouts.total):
+                return await call
+        except Exception as exc:
+            raise self._error(exc) from None
+
+    def _error(self, exc: BaseException) -> ProviderError:
+        from providers.adapters.errors import to_provider_error  # errors imports this module
+
+        return to_provider_error(exc, secret=self.endpoint.api_key)
 
 
 # --- Helpers shared by the adapter implementations ------------------------------------------

@@ -16,7 +16,6 @@ from .base import (
     Endpoint,
     ErrorCode,
     ModelInfo,
-    ProviderError,
     StreamClock,
     StreamEnd,
     Timeouts,
@@ -26,7 +25,7 @@ from .base import (
     resolve_temperature,
     shared_ssl_context,
 )
-from .errors import detected_error, to_provider_error
+from .errors import detected_error
 
 
 class OllamaAdapter(Adapter):
@@ -68,9 +67,6 @@ class OllamaAdapter(Adapter):
             options["top_p"] = top_p
         return {"model": model, "messages": messages, "options": options}
 
-    def _error(self, exc: BaseException) -> ProviderError:
-        return to_provider_error(exc, secret=self.endpoint.api_key)
-
     async def complete(
         self,
         messages: Sequence[ChatTurn],
@@ -82,12 +78,8 @@ class OllamaAdapter(Adapter):
         top_p: float | None = None,
     ) -> Completion:
         params = self._params(messages, model, temperature, max_tokens, stop, top_p)
-        try:
-            async with asyncio.timeout(self.timeouts.total):
-                # stream=False explicitly: Ollama streams when the field is absent.
-                response = await self._client.chat(**params, stream=False)
-        except Exception as exc:
-            raise self._error(exc) from None
+        # stream=False explicitly: Ollama streams when the field is absent.
+        response = await self._bounded(self._client.chat(**params, stream=False))
         text = response.message.content or ""
         return Completion(
             text=text,
@@ -151,11 +143,7 @@ class OllamaAdapter(Adapter):
         )
 
     async def list_models(self) -> list[ModelInfo]:
-        try:
-            async with asyncio.timeout(self.timeouts.total):
-                response = await self._client.list()
-        except Exception as exc:
-            raise self._error(exc) from None
+        response = await self._bounded(self._client.list())
         return [ModelInfo(id=model.model) for model in response.models if model.model]
 
     async def validate_model(self, model: str) -> bool:

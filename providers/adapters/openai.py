@@ -24,17 +24,17 @@ from .base import (
     Endpoint,
     ErrorCode,
     ModelInfo,
-    ProviderError,
     StreamClock,
     StreamEnd,
     Timeouts,
     build_usage,
+    collect_all,
     request_guard,
     resolve_max_tokens,
     resolve_temperature,
     shared_ssl_context,
 )
-from .errors import detected_error, stream_error, to_provider_error
+from .errors import detected_error, stream_error
 
 # The SDK refuses to send a request without credentials; keyless self-hosted servers ignore it.
 _NO_KEY = "unused"
@@ -90,9 +90,6 @@ class OpenAIAdapter(Adapter):
             params["top_p"] = top_p
         return params
 
-    def _error(self, exc: BaseException) -> ProviderError:
-        return to_provider_error(exc, secret=self.endpoint.api_key)
-
     async def complete(
         self,
         messages: Sequence[ChatTurn],
@@ -104,11 +101,7 @@ class OpenAIAdapter(Adapter):
         top_p: float | None = None,
     ) -> Completion:
         params = self._params(messages, model, temperature, max_tokens, stop, top_p)
-        try:
-            async with asyncio.timeout(self.timeouts.total):
-                response = await self._client.chat.completions.create(**params)
-        except Exception as exc:
-            raise self._error(exc) from None
+        response = await self._bounded(self._client.chat.completions.create(**params))
         if not response.choices:
             raise detected_error(ErrorCode.STREAM_INTERRUPTED, "completion without choices")
         choice = response.choices[0]
@@ -206,11 +199,8 @@ class OpenAIAdapter(Adapter):
         )
 
     async def list_models(self) -> list[ModelInfo]:
-        try:
-            async with asyncio.timeout(self.timeouts.total):
-                return [ModelInfo(id=model.id) async for model in self._client.models.list()]
-        except Exception as exc:
-            raise self._error(exc) from None
+        models = await self._bounded(collect_all(self._client.models.list()))
+        return [ModelInfo(id=model.id) for model in models]
 
     async def aclose(self) -> None:
         await self._client.close()
