@@ -64,6 +64,9 @@ class Organization(TimeStampedModel):
         max_length=50, blank=True, help_text="Used when a message names no provider."
     )
     default_model = models.CharField(max_length=200, blank=True)
+    # Bumped whenever what routing, admission or settlement read about the organisation
+    # changes (providers.snapshot): processes keep a copy in memory while it stays current.
+    settings_version = models.PositiveBigIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["name"]

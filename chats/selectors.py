@@ -8,7 +8,7 @@ from django.db.models import F, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
-from accounts.models import ApiToken, Membership, User
+from accounts.models import ApiToken, Membership, Organization, User
 from chats.models import Chat, Message, SystemPrompt
 from chats.services.errors import AccessRevoked, ChatNotFound
 
@@ -41,7 +41,9 @@ def chat_get_for_member(*, membership: Membership, chat_id: int) -> Chat:
 # names come from the models; every value is a parameter.
 _GATE_SQL = f"""
     SELECT c.id, c.organization_id, c.owner_id, c.title, c.system_prompt, c.default_provider,
-           c.default_model, c.archived, c.created_at, c.updated_at
+           c.default_model, c.archived, c.created_at, c.updated_at,
+           (SELECT o.settings_version FROM {Organization._meta.db_table} o
+            WHERE o.id = c.organization_id) AS settings_version
     FROM {Chat._meta.db_table} c
     WHERE c.id = %s AND c.organization_id = %s AND c.owner_id = %s
       AND EXISTS (SELECT 1 FROM {Membership._meta.db_table} m
@@ -75,6 +77,10 @@ def chat_for_message(*, membership: Membership, token: ApiToken | None, chat_id:
         params += [token.pk, membership.pk, now]
     chat = next(iter(Chat.objects.raw(sql, params)), None)
     if chat is not None:
+        # A socket's membership was read when it opened: bring the version of its
+        # organisation's settings up to date, so routing and admission read current ones.
+        organization = membership.organization
+        organization.settings_version = max(organization.settings_version, chat.settings_version)
         return chat
     # The rare path: tell "no longer allowed" from "no such chat".
     if not access_valid(membership=membership, token=token):

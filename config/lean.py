@@ -10,8 +10,11 @@ the request id and the security headers an API response should carry.
 
 from __future__ import annotations
 
+import asyncio
+import io
 from typing import Any
 
+from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpRequest, HttpResponseBase
@@ -39,3 +42,58 @@ class LeanASGIHandler(ASGIHandler):
         self._exception_middleware = []
         inner = convert_exception_to_response(self._get_response_async)
         self._middleware_chain = _ApiHeaders(RequestIdMiddleware(inner))
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            raise ValueError(f"the gateway serves HTTP only, not {scope['type']}")
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Django's `ASGIHandler.handle` without what costs the gateway a thread per request:
+        no `ThreadSensitiveContext` (the few sync calls share asgiref's one sync thread, and
+        its database connection, instead of a new thread and a pool checkout per request) and
+        no `request_started`/`request_finished` signals (each a thread hop, for handlers that
+        only close that connection). The client hanging up still cancels the view."""
+        try:
+            body = await self._read_body(receive)
+        except RequestAborted:
+            return
+        request, error_response = self.create_request(scope, body)
+        if request is None:
+            await self.send_response(error_response, send)
+            return
+
+        async def process_request() -> None:
+            response = await self.get_response_async(request)
+            try:
+                await self.send_response(response, send)
+            except asyncio.CancelledError:
+                pass  # the client hung up while the response was being sent
+            finally:
+                response.close()
+
+        tasks = [
+            asyncio.create_task(self.listen_for_disconnect(receive)),
+            asyncio.create_task(process_request()),
+        ]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()  # a no-op for the one that finished
+        await asyncio.wait(tasks)
+        for task in tasks:
+            error = None if task.cancelled() else task.exception()
+            if error is not None and not isinstance(error, RequestAborted):
+                raise error
+
+    async def _read_body(self, receive: Any) -> io.BytesIO:
+        # The gateway's bodies are small JSON documents: memory, not a spooled temporary file.
+        body = io.BytesIO()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise RequestAborted()
+            body.write(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body.seek(0)
+        return body

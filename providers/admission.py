@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -48,18 +48,18 @@ from zoneinfo import ZoneInfo
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import FilteredRelation, Q
 from django.utils import timezone
 from rest_framework import status as http
 
-from accounts.models import Membership, Organization
+from accounts.models import Membership
 from config.errors import ApiError
 from providers import budget, ratelimit
 from providers.adapters.base import ChatTurn, Usage, estimate_tokens
 from providers.alerts import alerts_check
 from providers.budget import BudgetExceeded, LimitRef, money
-from providers.models import CostPolicy, SpendingLimit, UsageRecord
+from providers.models import CostPolicy, PriceOverride, SpendingLimit, UsageRecord
 from providers.prices import Price, cost, price_for, prices_for, worst_case_cost
+from providers.snapshot import Policy, Snapshot, current, snapshot
 
 if TYPE_CHECKING:
     from providers.calls import Candidate
@@ -122,26 +122,6 @@ class AdmissionRefused(ApiError):
 
 
 @dataclass(frozen=True, slots=True)
-class Policy:
-    """The parts of `CostPolicy` admission needs; `DEFAULT` for an organisation without one."""
-
-    unpriced: str = Unpriced.BLOCK
-    default_input_per_mtok: Decimal = ZERO
-    default_output_per_mtok: Decimal = ZERO
-    org_rpm: int | None = None
-    org_tpm: int | None = None
-    member_rpm: int | None = None
-    member_tpm: int | None = None
-    credential_rates: dict[str, Any] = field(default_factory=dict)
-
-    def fallback_price(self) -> Price | None:
-        """What an unpriced model is charged at: the default price, or None (unknown)."""
-        if self.unpriced != Unpriced.DEFAULT_PRICE:
-            return None
-        return Price(self.default_input_per_mtok, self.default_output_per_mtok, Source.DEFAULT)
-
-
-@dataclass(frozen=True, slots=True)
 class Admission:
     """An admitted call: what `settle` and `release` need to finish it."""
 
@@ -155,95 +135,36 @@ class Admission:
     reserved: Decimal
     limits: tuple[LimitRef, ...]
     policy: Policy
+    overrides: tuple[PriceOverride, ...]
     ticket: ratelimit.Ticket | None
     input_tokens: int
     max_tokens: int
     admitted_at: datetime
 
 
-# --- the configuration that applies: one query -----------------------------------------------
-
-_POLICY_FIELDS = {
-    "unpriced": "unpriced_policy",
-    "default_input_per_mtok": "default_input_per_mtok",
-    "default_output_per_mtok": "default_output_per_mtok",
-    "org_rpm": "org_requests_per_minute",
-    "org_tpm": "org_tokens_per_minute",
-    "member_rpm": "member_requests_per_minute",
-    "member_tpm": "member_tokens_per_minute",
-    "credential_rates": "credential_rate_limits",
-}
-_LIMIT_FIELDS = (
-    "id",
-    "name",
-    "scope",
-    "membership",
-    "credential",
-    "period",
-    "amount",
-    "hard",
-    "alert_thresholds",
-)
+# --- the configuration that applies ---------------------------------------------------------
 
 
-def _scope_condition(membership: Membership, credential_ids: Sequence[int]) -> Q:
-    condition = Q(spending_limits__scope=Scope.ORGANIZATION) | Q(
-        spending_limits__scope=Scope.MEMBER, spending_limits__membership_id=membership.pk
-    )
-    if credential_ids:
-        condition |= Q(
-            spending_limits__scope=Scope.CREDENTIAL,
-            spending_limits__credential_id__in=list(credential_ids),
-        )
-    return condition
+@dataclass(frozen=True, slots=True)
+class Config:
+    """What admission and settlement read of the organisation: its snapshot's, no query."""
+
+    policy: Policy
+    limits: tuple[LimitRef, ...]
+    overrides: tuple[PriceOverride, ...]
 
 
-def _policy_of(row: dict[str, Any]) -> Policy:
-    if row["cost_policy__id"] is None:
-        return Policy()
-    values = {name: row[f"cost_policy__{column}"] for name, column in _POLICY_FIELDS.items()}
-    values["credential_rates"] = values["credential_rates"] or {}
-    return Policy(**values)
-
-
-def _limit_of(row: dict[str, Any]) -> LimitRef:
-    values = {name: row[f"scoped__{name}"] for name in _LIMIT_FIELDS}
-    return LimitRef(
-        id=values["id"],
-        name=values["name"],
-        scope=values["scope"],
-        membership_id=values["membership"],
-        credential_id=values["credential"],
-        period=values["period"],
-        amount=values["amount"],
-        hard=values["hard"],
-        thresholds=tuple(sorted(values["alert_thresholds"] or ())),
-    )
+def _config(snap: Snapshot, membership: Membership, route: Route) -> Config:
+    return Config(snap.policy, snap.limits_for(membership, _credential_ids(route)), snap.overrides)
 
 
 def applicable_config(
     *, membership: Membership, credential_ids: Sequence[int]
 ) -> tuple[Policy, tuple[LimitRef, ...]]:
     """The organisation's cost policy and every limit (hard and soft) a call of this member
-    through these credentials is held to — in one query (limits joined to the policy)."""
-    rows = (
-        Organization.objects.filter(pk=membership.organization_id)
-        .annotate(
-            scoped=FilteredRelation(
-                "spending_limits", condition=_scope_condition(membership, credential_ids)
-            )
-        )
-        .values(
-            "cost_policy__id",
-            *(f"cost_policy__{column}" for column in _POLICY_FIELDS.values()),
-            *(f"scoped__{name}" for name in _LIMIT_FIELDS),
-        )
-    )
-    rows = list(rows)
-    if not rows:
-        return Policy(), ()
-    limits = tuple(_limit_of(row) for row in rows if row["scoped__id"] is not None)
-    return _policy_of(rows[0]), limits
+    through these credentials is held to."""
+    snap = snapshot(membership.organization)
+    return snap.policy, snap.limits_for(membership, credential_ids)
 
 
 # --- admit ----------------------------------------------------------------------------------
@@ -311,7 +232,7 @@ def _rate_limit(
 def _worst_case(
     membership: Membership,
     route: Route,
-    policy: Policy,
+    config: Config,
     hard: Sequence[LimitRef],
     tokens: tuple[int, int],
 ) -> Decimal:
@@ -323,10 +244,11 @@ def _worst_case(
         provider=route.provider,
         kinds=kinds,
         model=route.model,
+        overrides=config.overrides,
     )
     costs = []
     for price in prices.values():
-        price = price or policy.fallback_price()
+        price = price or config.policy.fallback_price()
         if price is None:
             raise AdmissionRefused(
                 "budget_exceeded",
@@ -359,16 +281,15 @@ def _hold_budget(
     request_id: str,
     membership: Membership,
     route: Route,
-    config: tuple[Policy, Sequence[LimitRef]],
+    config: Config,
     tokens: tuple[int, int],
     now: datetime,
 ) -> Decimal:
     """Reserve the call's worst case on every hard limit in scope; the amount reserved."""
-    policy, limits = config
-    hard = [limit for limit in limits if limit.hard]
+    hard = [limit for limit in config.limits if limit.hard]
     if not hard:
         return ZERO
-    amount = _worst_case(membership, route, policy, hard, tokens)
+    amount = _worst_case(membership, route, config, hard, tokens)
     tz = membership.organization.timezone
     slots = budget.slots_for(hard, now=now, tz=tz)
     expires = now + timedelta(seconds=budget.reservation_ttl())
@@ -379,21 +300,16 @@ def _hold_budget(
     return amount
 
 
-def _admit_sync(
-    request_id: str, membership: Membership, route: Route, input_tokens: int, max_tokens: int
+def _admission(
+    request_id: str,
+    membership: Membership,
+    route: Route,
+    config: Config,
+    tokens: tuple[int, int],
+    now: datetime,
+    reserved: Decimal = ZERO,
+    ticket: ratelimit.Ticket | None = None,
 ) -> Admission:
-    now = timezone.now()
-    config = applicable_config(membership=membership, credential_ids=_credential_ids(route))
-    tokens = input_tokens + max_tokens
-    ticket = _rate_limit(membership, route, config[0], tokens)
-    try:
-        reserved = _hold_budget(
-            request_id, membership, route, config, (input_tokens, max_tokens), now
-        )
-    except AdmissionRefused:
-        # No tokens will be used: give them back (the request itself still counts).
-        ratelimit.refund(ticket=ticket, tokens=tokens, marker=request_id)
-        raise
     return Admission(
         request_id=request_id,
         organization_id=membership.organization_id,
@@ -403,12 +319,33 @@ def _admit_sync(
         model=route.model,
         timezone=membership.organization.timezone,
         reserved=reserved,
-        limits=config[1],
-        policy=config[0],
+        limits=config.limits,
+        policy=config.policy,
+        overrides=config.overrides,
         ticket=ticket,
-        input_tokens=input_tokens,
-        max_tokens=max_tokens,
+        input_tokens=tokens[0],
+        max_tokens=tokens[1],
         admitted_at=now,
+    )
+
+
+def _admit_sync(
+    request_id: str, membership: Membership, route: Route, input_tokens: int, max_tokens: int
+) -> Admission:
+    now = timezone.now()
+    config = _config(snapshot(membership.organization), membership, route)
+    tokens = input_tokens + max_tokens
+    ticket = _rate_limit(membership, route, config.policy, tokens)
+    try:
+        reserved = _hold_budget(
+            request_id, membership, route, config, (input_tokens, max_tokens), now
+        )
+    except AdmissionRefused:
+        # No tokens will be used: give them back (the request itself still counts).
+        ratelimit.refund(ticket=ticket, tokens=tokens, marker=request_id)
+        raise
+    return _admission(
+        request_id, membership, route, config, (input_tokens, max_tokens), now, reserved, ticket
     )
 
 
@@ -427,6 +364,15 @@ async def admit(
 ) -> Admission:
     """Admit a call or raise `AdmissionRefused`; see the module docstring."""
     input_tokens = estimate_input_tokens(messages)
+    # Only with the organisation loaded: reading it here would be a query on the event loop.
+    loaded = Membership.organization.is_cached(membership)
+    snap = current(membership.organization) if loaded else None
+    if snap is not None:
+        config = _config(snap, membership, route)
+        if not config.limits and not config.policy.has_rate_limits:
+            # Nothing to count or reserve: admitted without leaving the event loop.
+            tokens = (input_tokens, max_tokens)
+            return _admission(request_id, membership, route, config, tokens, timezone.now())
     return await sync_to_async(_admit_sync)(request_id, membership, route, input_tokens, max_tokens)
 
 
@@ -444,6 +390,7 @@ def _priced(
         kind=_kind(candidate) if candidate else admission.provider,
         model=candidate.model if candidate else admission.model,
         input_tokens=usage.input_tokens,
+        overrides=admission.overrides,
     )
     price = price or admission.policy.fallback_price()
     return price, cost(usage=usage, price=price)
@@ -500,15 +447,18 @@ def _settle_sync(
         _charged_limits(admission, candidate), now=record.created_at, tz=admission.timezone
     )
     try:
-        with transaction.atomic():
-            record.save(force_insert=True)  # first: a duplicate stops here, before any counter
-            # No limit applied at admission: no reservation or counter to move (the common
-            # case for organisations without budgets), so the ledger row is all there is.
-            if admission.limits:
+        if admission.limits:
+            with transaction.atomic():
+                record.save(force_insert=True)  # first: a duplicate stops here, before counters
                 charged = budget.settle(
                     request_id=admission.request_id, slots=slots, cost=cost_value
                 )
                 alerts_check(organization_id=admission.organization_id, charged=charged)
+        else:
+            # No limit applied at admission: no reservation or counter to move (the common
+            # case for organisations without budgets), so the ledger row is all there is —
+            # one INSERT, no transaction around it.
+            record.save(force_insert=True)
     except IntegrityError:
         existing = UsageRecord.objects.filter(request_id=admission.request_id).first()
         if existing is None:

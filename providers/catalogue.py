@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 
@@ -14,7 +13,8 @@ from accounts.models import Organization
 from providers.adapters import get_adapter
 from providers.adapters.base import ModelInfo, ProviderError
 from providers.models import ModelSetting
-from providers.platform import RouteCredential, credentials_for
+from providers.platform import RouteCredential
+from providers.snapshot import asnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -44,26 +44,33 @@ def _cache_key(credential: RouteCredential) -> str:
 
 @dataclass
 class RouteInputs:
-    """Everything routing needs to know about an organisation, read in one thread hop."""
+    """Everything routing needs to know about an organisation."""
 
     credentials: list[RouteCredential]
     switches: dict[tuple[str, str], ModelSetting]
     cached_models: dict[str, list]
 
 
-def _route_inputs_sync(organization: Organization) -> RouteInputs:
-    credentials = credentials_for(organization)
-    switches = {
-        (s.provider, s.model): s for s in ModelSetting.objects.for_organization(organization)
-    }
-    cached = cache.get_many([_cache_key(c) for c in credentials]) if credentials else {}
-    return RouteInputs(credentials, switches, cached)
-
-
 async def route_inputs(organization: Organization) -> RouteInputs:
-    # One hop to a worker thread for the queries and the cache read, not one per lookup: on
-    # the path of every message each hop costs a context switch.
-    return await sync_to_async(_route_inputs_sync)(organization)
+    """From the organisation's snapshot (no I/O while it is current) and the model listings it
+    remembers; listings it does not are read from the shared cache in one round trip."""
+    snap = await asnapshot(organization)
+    credentials = snap.credentials
+    cached: dict[str, list] = {}
+    missing = []
+    for credential in credentials:
+        key = _cache_key(credential)
+        rows = snap.listing(key)
+        if rows is None:
+            missing.append(key)
+        else:
+            cached[key] = rows
+    if missing:
+        found = await cache.aget_many(missing)
+        for key, rows in found.items():
+            snap.remember_listing(key, rows)
+        cached.update(found)
+    return RouteInputs(credentials, snap.switches, cached)
 
 
 async def models_of(credential: RouteCredential, cached: list | None = None) -> CredentialModels:

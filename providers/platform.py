@@ -98,7 +98,12 @@ def _platform(kind: str, key: str, base_url: str) -> RouteCredential:
     )
 
 
+def own_credentials(organization: Organization) -> list[RouteCredential]:
+    """The organisation's usable credentials, by priority."""
+    stored = ProviderCredential.objects.for_organization(organization).usable()
+    return [from_stored(c) for c in stored]
+
+
 def credentials_for(organization: Organization) -> list[RouteCredential]:
     """Usable credentials, by priority: the organisation's own first, then the platform's."""
-    stored = ProviderCredential.objects.for_organization(organization).usable()
-    return [*(from_stored(c) for c in stored), *platform_credentials()]
+    return [*own_credentials(organization), *platform_credentials()]

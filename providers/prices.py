@@ -135,7 +135,15 @@ def _best_override(
     return min(matching, key=lambda o: _rank(o, provider), default=None)
 
 
-def _overrides(*, organization_id: int, names: set[str], model: str) -> list[PriceOverride]:
+def _overrides(
+    *,
+    organization_id: int,
+    names: set[str],
+    model: str,
+    known: Iterable[PriceOverride] | None,
+) -> list[PriceOverride]:
+    if known is not None:  # the organisation's and the platform's, already read
+        return [o for o in known if o.provider in names and o.model == model]
     return list(
         PriceOverride.objects.filter(
             Q(organization_id=organization_id) | Q(organization__isnull=True),
@@ -157,11 +165,15 @@ def prices_for(
     kinds: Iterable[str],
     model: str,
     input_tokens: int | None = None,
+    overrides: Iterable[PriceOverride] | None = None,
 ) -> dict[str, Price | None]:
     """The price of `model` at `provider` for each credential kind given (the candidates of a
-    route may differ in kind), in one query. None for a kind means: no known price."""
+    route may differ in kind), in one query — none when `overrides` holds the overrides that
+    apply to the organisation (its snapshot's). None for a kind means: no known price."""
     kinds = set(kinds)
-    overrides = _overrides(organization_id=organization_id, names={provider, *kinds}, model=model)
+    overrides = _overrides(
+        organization_id=organization_id, names={provider, *kinds}, model=model, known=overrides
+    )
     found: dict[str, Price | None] = {}
     for kind in kinds:
         override = _best_override(overrides, provider=provider, kind=kind)
@@ -173,7 +185,13 @@ def prices_for(
 
 
 def price_for(
-    *, organization_id: int, provider: str, kind: str, model: str, input_tokens: int | None = None
+    *,
+    organization_id: int,
+    provider: str,
+    kind: str,
+    model: str,
+    input_tokens: int | None = None,
+    overrides: Iterable[PriceOverride] | None = None,
 ) -> Price | None:
     """The price one call is charged at; see the module docstring for the order."""
     return prices_for(
@@ -182,4 +200,5 @@ def price_for(
         kinds=[kind],
         model=model,
         input_tokens=input_tokens,
+        overrides=overrides,
     )[kind]

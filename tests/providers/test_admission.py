@@ -340,21 +340,24 @@ def _count_queries(membership, the_route) -> list[str]:
 
 
 @pytest.mark.django_db
-def test_admit_costs_one_query_for_an_organisation_without_limits(bob_membership) -> None:
+def test_admit_costs_no_query_for_an_organisation_without_limits(bob_membership) -> None:
     membership = Membership.objects.select_related("organization").get(pk=bob_membership.pk)
-    assert len(_count_queries(membership, route())) == 1
+    _count_queries(membership, route())  # the first call reads the organisation's snapshot
+    assert _count_queries(membership, route()) == []
 
 
 @pytest.mark.django_db
-def test_admit_with_two_hard_limits_costs_prices_plus_one_update_each(acme, bob_membership) -> None:
+def test_admit_with_two_hard_limits_costs_one_update_each_and_one_insert(
+    acme, bob_membership
+) -> None:
     membership = Membership.objects.select_related("organization").get(pk=bob_membership.pk)
     limit(acme, "10")
     limit(acme, "10", scope="member", membership=membership)
     _count_queries(membership, route())  # first use creates the period's counters
     queries = _count_queries(membership, route())
     statements = [q.split()[0] for q in queries if not q.startswith(("SAVEPOINT", "RELEASE"))]
-    # config (limits + policy), price overrides, two conditional UPDATEs, one INSERT
-    assert statements == ["SELECT", "SELECT", "UPDATE", "UPDATE", "INSERT"]
+    # limits, policy and prices come from the snapshot: two conditional UPDATEs, one INSERT
+    assert statements == ["UPDATE", "UPDATE", "INSERT"]
 
 
 # --- rate limits and the counter store ------------------------------------------------------
