@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ django.setup()
 from accounts.models import Membership, User  # noqa: E402
 from accounts.services import organization_create  # noqa: E402
 from accounts.tokens import token_issue  # noqa: E402
-from providers.models import ProviderCredential  # noqa: E402
+from providers.models import PriceOverride, ProviderCredential, SpendingLimit  # noqa: E402
 
 SIMULATOR_KEY = "sim-bench-key"  # the simulator accepts any key starting with "sim-"
 MODEL = "sim-gpt"
@@ -49,6 +50,23 @@ def seed(*, simulator_url: str, run_id: str) -> dict[str, Any]:
     )
     credential.set_secret(SIMULATOR_KEY)
     credential.save()
+    # Every measured call is admitted as in a budgeted organisation: a price, and a hard monthly
+    # limit the run never reaches, so each call reserves its worst case, and settles it.
+    PriceOverride.objects.create(
+        organization=organization,
+        provider="openai",
+        model=MODEL,
+        input_per_mtok=Decimal("2.50"),
+        output_per_mtok=Decimal("10.00"),
+    )
+    SpendingLimit.objects.create(
+        organization=organization,
+        name="bench",
+        scope=SpendingLimit.Scope.ORGANIZATION,
+        period=SpendingLimit.Period.MONTH,
+        amount=Decimal("1000000"),
+        hard=True,
+    )
     issued = token_issue(membership=membership, name="bench")
     return {
         "organization": organization.slug,

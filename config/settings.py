@@ -202,6 +202,8 @@ GATEHOUSE_RETRY_MAX_DELAY = env.float("GATEHOUSE_RETRY_MAX_DELAY", default=4.0)
 GATEHOUSE_RETRY_AFTER_CAP = env.float("GATEHOUSE_RETRY_AFTER_CAP", default=10.0)
 GATEHOUSE_BREAKER_THRESHOLD = env.int("GATEHOUSE_BREAKER_THRESHOLD", default=5)
 GATEHOUSE_BREAKER_COOLDOWN = env.float("GATEHOUSE_BREAKER_COOLDOWN", default=30.0)
+# Seconds a process trusts a clean breaker read (no cache round trip per call meanwhile).
+GATEHOUSE_BREAKER_CLEAN_TRUST = env.float("GATEHOUSE_BREAKER_CLEAN_TRUST", default=1.0)
 GATEHOUSE_MODELS_CACHE_TTL = env.int("GATEHOUSE_MODELS_CACHE_TTL", default=300)
 # Cost controls. A reservation outlives any call that could still settle it.
 GATEHOUSE_RESERVATION_TTL = env.float(

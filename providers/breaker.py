@@ -13,9 +13,14 @@ States, from three cache keys per route:
   reports (crashed process, cancelled request) is presumed lost when its lock expires, after
   one cooldown (at least a second), and another probe is let through.
 
-Cost on the hot path: `allow` is one cache read while closed; `record_success` is one read
-(`get_many`, a single round trip on Redis) and writes only when there was something to reset.
-Failures may cost a few round trips: they are the rare path.
+Cost on the hot path: `allow` is one cache read (`get_many` of the open deadline and the
+failure count) while closed; when that read finds the route clean, this process trusts it for
+`clean_trust` seconds (GATEHOUSE_BREAKER_CLEAN_TRUST, default 1): calls within that window
+cost no cache round trip at all, and neither does `record_success`, which otherwise reads once
+and writes only when there was something to reset. The price: a route another process opens
+is refused here up to one window later, and a success here does not reset failures another
+process counted meanwhile. Failures may cost a few round trips: they are the rare path, and a
+failure here ends this process's window at once.
 
 Deadlines are stored as timestamps rather than left to key expiry because Redis timeouts are
 whole seconds; key timeouts only garbage-collect state of routes no longer used.
@@ -63,12 +68,16 @@ class CircuitBreaker:
         threshold: int | None = None,
         cooldown: float | None = None,
         prefix: str = "breaker",
+        clean_trust: float | None = None,
     ) -> None:
         self._cache = cache
         self._cache_alias = cache_alias
         self._threshold = threshold
         self._cooldown = cooldown
         self._prefix = prefix
+        self._clean_trust = clean_trust
+        # route key -> monotonic time until which a clean read is trusted
+        self._clean_until: dict[str, float] = {}
 
     # --- configuration ----------------------------------------------------------------------
 
@@ -85,6 +94,15 @@ class CircuitBreaker:
         return float(getattr(settings, "GATEHOUSE_BREAKER_COOLDOWN", 30.0))
 
     @property
+    def clean_trust(self) -> float:
+        if self._clean_trust is not None:
+            return self._clean_trust
+        return float(getattr(settings, "GATEHOUSE_BREAKER_CLEAN_TRUST", 1.0))
+
+    def _trusted_clean(self, key: str) -> bool:
+        return self._clean_until.get(key, 0.0) > time.monotonic()
+
+    @property
     def cache(self) -> BaseCache:
         if self._cache is None:
             self._cache = caches[self._cache_alias]
@@ -94,8 +112,15 @@ class CircuitBreaker:
 
     async def allow(self, key: str) -> bool:
         """May a call go to this route now? In half-open state, True for exactly one caller."""
-        open_key, _, probe_key = self._keys(key)
-        until = await self._run(lambda: self.cache.get(open_key), None)
+        if self._trusted_clean(key):
+            return True
+        open_key, fails_key, probe_key = self._keys(key)
+        found = await self._run(lambda: self.cache.get_many([open_key, fails_key]), None)
+        if not found:
+            if found is not None and self.clean_trust > 0:  # None: the cache failed
+                self._clean_until[key] = time.monotonic() + self.clean_trust
+            return True
+        until = found.get(open_key)
         if until is None:
             return True
         now = time.time()
@@ -106,6 +131,8 @@ class CircuitBreaker:
 
     async def record_success(self, key: str) -> None:
         """The route answered: close it. Writes nothing when it was already clean."""
+        if self._trusted_clean(key):
+            return
         open_key, fails_key, probe_key = self._keys(key)
         found = await self._run(lambda: self.cache.get_many([open_key, fails_key]), {})
         if found:
@@ -113,6 +140,7 @@ class CircuitBreaker:
 
     async def record_failure(self, key: str) -> bool:
         """The route failed in a way that says it is unhealthy. Returns whether it is open now."""
+        self._clean_until.pop(key, None)
         return await self._run(lambda: self._record_failure_sync(key), False)
 
     async def is_open(self, key: str) -> bool:

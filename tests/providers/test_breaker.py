@@ -85,7 +85,11 @@ def two_processes(request):
         caches = [RedisCache(url, {"KEY_PREFIX": "test"}), RedisCache(url, {"KEY_PREFIX": "test"})]
         assert caches[0]._cache.get_client() is not caches[1]._cache.get_client()
     prefix = f"breaker-test-{uuid.uuid4().hex[:8]}"
-    return [CircuitBreaker(cache=c, threshold=3, cooldown=COOLDOWN, prefix=prefix) for c in caches]
+    # No trusted-clean window: these tests are about what each process sees at once.
+    return [
+        CircuitBreaker(cache=c, threshold=3, cooldown=COOLDOWN, prefix=prefix, clean_trust=0)
+        for c in caches
+    ]
 
 
 async def fail(b: CircuitBreaker, key: str, times: int) -> list[bool]:
@@ -177,19 +181,37 @@ async def test_routes_are_independent(two_processes, route):
     assert await a.allow(route + "-other-model")
 
 
-async def test_hot_path_costs_one_read_and_no_write_when_closed(route):
+async def test_hot_path_costs_one_read_then_nothing_while_a_clean_read_is_trusted(route):
     cache = CountingCache(f"counting-{uuid.uuid4().hex}")
-    b = CircuitBreaker(cache=cache, threshold=3, cooldown=COOLDOWN)
+    b = CircuitBreaker(cache=cache, threshold=3, cooldown=COOLDOWN, clean_trust=60)
     assert await b.allow(route)
     await b.record_success(route)
-    assert (cache.reads, cache.writes) == (2, 0)
-    await b.record_failure(route)
+    assert (cache.reads, cache.writes) == (1, 0)
+    cache.reads = 0
+    for _ in range(3):
+        assert await b.allow(route)
+        await b.record_success(route)
+    assert (cache.reads, cache.writes) == (0, 0)
+    await b.record_failure(route)  # ends the window
     cache.reads = cache.writes = 0
     await b.record_success(route)  # there was a failure to forget: one read, one write
     assert (cache.reads, cache.writes) == (1, 1)
     cache.reads = cache.writes = 0
     await b.record_success(route)
     assert (cache.reads, cache.writes) == (1, 0)
+
+
+async def test_a_route_opened_elsewhere_is_refused_once_the_clean_window_ends(route):
+    location = f"breaker-{uuid.uuid4().hex}"
+    here = CircuitBreaker(
+        cache=LocMemCache(location, {}), threshold=1, cooldown=30, clean_trust=0.2
+    )
+    there = CircuitBreaker(cache=LocMemCache(location, {}), threshold=1, cooldown=30)
+    assert await here.allow(route)
+    assert await there.record_failure(route)  # opened by another process
+    assert await here.allow(route)  # still inside this process's trusted window
+    await asyncio.sleep(0.25)
+    assert not await here.allow(route)
 
 
 async def test_unsafe_route_keys_are_hashed(route):
