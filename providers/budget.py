@@ -161,6 +161,14 @@ _MOVE_SQL = (
     "WHERE {where} RETURNING id, spent, alert_level"
 )
 _BY_ID = "id = %s"
+# PostgreSQL reads and deletes a call's reservations in one statement (DELETE locks the rows
+# as SELECT … FOR UPDATE would: a concurrent taker waits, then finds nothing).
+_TAKE_SQL = (
+    f"DELETE FROM {Reservation._meta.db_table} r USING {_COUNTERS} c "  # noqa: S608
+    "WHERE r.request_id = %s AND c.id = r.counter_id "
+    "RETURNING r.id, r.counter_id, r.amount, c.limit_id, c.period_start"
+)
+_TAKEN = ("id", "counter_id", "amount", "counter__limit_id", "counter__period_start")
 _BY_KEY = "limit_id = %s AND period_start = %s"
 
 
@@ -260,6 +268,16 @@ class _Move:
     unreserve: Decimal = ZERO
 
 
+def _take_call_reservations(request_id: str) -> list[dict]:
+    if connection.vendor != "postgresql":
+        return _take_reservations({"request_id": request_id})
+    with connection.cursor() as cursor:
+        cursor.execute(_TAKE_SQL, [request_id])
+        rows = [dict(zip(_TAKEN, row, strict=True)) for row in cursor.fetchall()]
+    rows.sort(key=lambda row: row["id"])
+    return rows
+
+
 def _take_reservations(
     filters: dict[str, Any], *, skip_locked: bool = False, limit: int | None = None
 ) -> list[dict]:
@@ -318,14 +336,14 @@ def settle(*, request_id: str, slots: Sequence[Slot], cost: Decimal | None) -> l
     in the period the call ended). Call inside the transaction that writes the ledger row, so
     both happen or neither. Returns the charged counters, for the alert check."""
     with transaction.atomic(savepoint=False):
-        reservations = _take_reservations({"request_id": request_id})
+        reservations = _take_call_reservations(request_id)
         return _apply(_moves_for(reservations, slots, cost or ZERO))
 
 
 def release(*, request_id: str) -> Decimal:
     """Give back every reservation of a call that made no provider call. Idempotent."""
     with transaction.atomic():
-        reservations = _take_reservations({"request_id": request_id})
+        reservations = _take_call_reservations(request_id)
         _apply(_moves_for(reservations, (), ZERO))
     return sum((r["amount"] for r in reservations), ZERO)
 

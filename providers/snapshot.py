@@ -64,13 +64,9 @@ class Policy:
 
     @property
     def has_rate_limits(self) -> bool:
-        return bool(
-            self.org_rpm
-            or self.org_tpm
-            or self.member_rpm
-            or self.member_tpm
-            or self.credential_rates
-        )
+        # `is not None`: a limit of 0 is a limit (nothing passes).
+        rates = (self.org_rpm, self.org_tpm, self.member_rpm, self.member_tpm)
+        return any(rate is not None for rate in rates) or bool(self.credential_rates)
 
 
 @dataclass(slots=True)
