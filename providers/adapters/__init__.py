@@ -1,6 +1,9 @@
 """Provider adapters: the registry of kinds and a cache of ready adapters.
 
-A new provider kind is one module implementing `base.Adapter` and one line in `ADAPTERS`.
+A new provider kind is one module implementing `base.Adapter` and one line in `_KINDS`.
+An adapter's module, and with it its SDK, is imported the first time its kind is used: the
+SDKs cost tens of MiB of memory each (anthropic's ~28, ollama's with httpx ~10), which a
+process serving only OpenAI-compatible credentials never pays.
 
 `get_adapter` is what callers use on the request path. Building an adapter builds an SDK client
 and its connection pool (milliseconds, and a TLS handshake per new connection), so adapters are
@@ -12,25 +15,42 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Iterator, Mapping
 
-from .anthropic import AnthropicAdapter
 from .base import Adapter, Endpoint, Timeouts
-from .ollama import OllamaAdapter
-from .openai import OpenAIAdapter
-from .openai_compatible import OpenAICompatibleAdapter
 
-ADAPTERS: dict[str, type[Adapter]] = {
-    OpenAIAdapter.kind: OpenAIAdapter,
-    OpenAICompatibleAdapter.kind: OpenAICompatibleAdapter,
-    AnthropicAdapter.kind: AnthropicAdapter,
-    OllamaAdapter.kind: OllamaAdapter,
+# kind: (module, class, label). The label is here, not only on the class, so that forms and
+# model choices need no import of the SDK.
+_KINDS: dict[str, tuple[str, str, str]] = {
+    "openai": ("openai", "OpenAIAdapter", "OpenAI"),
+    "openai_compatible": ("openai_compatible", "OpenAICompatibleAdapter", "OpenAI-compatible"),
+    "anthropic": ("anthropic", "AnthropicAdapter", "Anthropic"),
+    "ollama": ("ollama", "OllamaAdapter", "Ollama"),
 }
 
+
+class _Registry(Mapping[str, type[Adapter]]):
+    """kind -> adapter class, importing the adapter's module on first lookup."""
+
+    def __getitem__(self, kind: str) -> type[Adapter]:
+        module, name, _ = _KINDS[kind]
+        return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_KINDS)
+
+    def __len__(self) -> int:
+        return len(_KINDS)
+
+
+ADAPTERS: Mapping[str, type[Adapter]] = _Registry()
+
 #: (kind, label) choices for forms and model fields
-KINDS: list[tuple[str, str]] = [(kind, cls.label or kind) for kind, cls in ADAPTERS.items()]
+KINDS: list[tuple[str, str]] = [(kind, label) for kind, (_, _, label) in _KINDS.items()]
 
 #: adapters kept per event loop; the least recently used beyond this are closed
 MAX_ADAPTERS_PER_LOOP = 256

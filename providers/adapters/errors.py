@@ -37,50 +37,80 @@ import json
 import math
 import re
 import ssl
+import sys
 import time
 from collections.abc import Mapping
 from datetime import UTC
+from typing import TYPE_CHECKING, Any
 
-import anthropic
 import anyio
-import httpx
 import httpx2
-import ollama
-import openai
 import pydantic
 
 from .base import ErrorCode, ProviderError
 
+if TYPE_CHECKING:
+    import anthropic
+    import ollama
+    import openai
+
+
+class _Never(Exception):
+    """Stands in for the exception classes of an SDK this process never loaded: no call can
+    have raised one."""
+
+
+class _NotLoaded:
+    def __getattr__(self, name: str) -> type[_Never]:
+        return _Never
+
+
+def _sdk(name: str) -> Any:
+    """An SDK module if this process has loaded it. Adapters import their SDK on first use
+    (`providers.adapters.adapter_class`): each costs tens of MiB of memory."""
+    return sys.modules.get(name) or _NotLoaded()
+
 _DETAIL_LIMIT = 500
 _REDACTED = "[redacted]"
 
-_TIMEOUTS = (
-    TimeoutError,  # asyncio.timeout (asyncio.TimeoutError is the builtin since 3.11)
-    openai.APITimeoutError,
-    anthropic.APITimeoutError,
-    httpx2.TimeoutException,
-    httpx.TimeoutException,
-)
-_NO_CONNECTION = (
-    httpx2.ConnectError,
-    httpx.ConnectError,
-    httpx2.UnsupportedProtocol,
-    httpx.UnsupportedProtocol,
-    httpx2.ProxyError,
-    httpx.ProxyError,
-    ConnectionRefusedError,
-    ssl.SSLError,
-)
-_BROKEN_ANSWER = (
-    httpx2.TransportError,  # RemoteProtocolError, ReadError, ... once the connection exists
-    httpx.TransportError,
-    httpx2.DecodingError,
-    httpx.DecodingError,
-    anyio.EndOfStream,
-    anyio.BrokenResourceError,
-    ConnectionError,  # reset / aborted / broken pipe surfacing raw from a socket
-    json.JSONDecodeError,  # a malformed chunk or body (other ValueErrors may be request-side)
-)
+def _timeouts() -> tuple[type[BaseException], ...]:
+    httpx = _sdk("httpx")
+    return (
+        TimeoutError,  # asyncio.timeout (asyncio.TimeoutError is the builtin since 3.11)
+        _sdk("openai").APITimeoutError,
+        _sdk("anthropic").APITimeoutError,
+        httpx2.TimeoutException,
+        httpx.TimeoutException,
+    )
+
+
+def _no_connection() -> tuple[type[BaseException], ...]:
+    httpx = _sdk("httpx")
+    return (
+        httpx2.ConnectError,
+        httpx.ConnectError,
+        httpx2.UnsupportedProtocol,
+        httpx.UnsupportedProtocol,
+        httpx2.ProxyError,
+        httpx.ProxyError,
+        ConnectionRefusedError,
+        ssl.SSLError,
+    )
+
+
+def _broken_answer() -> tuple[type[BaseException], ...]:
+    httpx = _sdk("httpx")
+    return (
+        httpx2.TransportError,  # RemoteProtocolError, ReadError, ... once the connection exists
+        httpx.TransportError,
+        httpx2.DecodingError,
+        httpx.DecodingError,
+        anyio.EndOfStream,
+        anyio.BrokenResourceError,
+        ConnectionError,  # reset / aborted / broken pipe surfacing raw from a socket
+        json.JSONDecodeError,  # a malformed chunk or body (other ValueErrors: request-side)
+    )
+
 
 _STATUS_CODES = {
     401: ErrorCode.AUTH_FAILED,
@@ -172,7 +202,8 @@ def _find_provider_error(exc: BaseException) -> ProviderError | None:
 
 def _classify(exc: BaseException) -> tuple[str, int | None, float | None, bool | None]:
     """(code, HTTP status, retry_after, retryable override)."""
-    if isinstance(exc, _TIMEOUTS):
+    openai, anthropic, ollama = _sdk("openai"), _sdk("anthropic"), _sdk("ollama")
+    if isinstance(exc, _timeouts()):
         return ErrorCode.TIMEOUT, None, None, None
     if isinstance(exc, openai.APIStatusError | anthropic.APIStatusError):
         return _from_status_error(exc)
@@ -183,19 +214,19 @@ def _classify(exc: BaseException) -> tuple[str, int | None, float | None, bool |
     if isinstance(exc, openai.APIConnectionError | anthropic.APIConnectionError):
         # The SDK wraps the transport error; its cause says whether a connection was made.
         cause = exc.__cause__
-        if cause is None or isinstance(cause, _NO_CONNECTION):
+        if cause is None or isinstance(cause, _no_connection()):
             return ErrorCode.UPSTREAM_UNAVAILABLE, None, None, None
         return _classify(cause)
     if isinstance(exc, openai.APIError):  # openai's in-band `data: {"error": ...}` frame
         return _from_type(exc.type, exc.code), None, None, None
     if isinstance(exc, ollama.RequestError):  # refused by the SDK before sending
         return ErrorCode.BAD_REQUEST, None, None, None
-    if isinstance(exc, _NO_CONNECTION) or type(exc) is ConnectionError:
+    if isinstance(exc, _no_connection()) or type(exc) is ConnectionError:
         # a bare ConnectionError is ollama's "Failed to connect to Ollama"
         return ErrorCode.UPSTREAM_UNAVAILABLE, None, None, None
-    if isinstance(exc, httpx2.TooManyRedirects | httpx.TooManyRedirects):
+    if isinstance(exc, httpx2.TooManyRedirects | _sdk("httpx").TooManyRedirects):
         return ErrorCode.UPSTREAM_UNAVAILABLE, None, None, False
-    if isinstance(exc, _BROKEN_ANSWER):
+    if isinstance(exc, _broken_answer()):
         return ErrorCode.STREAM_INTERRUPTED, None, None, None
     # Anything else is unexpected (an SDK error class we do not know, or a bug): reported, but
     # not retried, so that a bug does not multiply calls.
@@ -221,9 +252,9 @@ _RETRY_AFTER_CODES = frozenset(
 
 
 def _error_type_and_code(exc: BaseException) -> tuple[str | None, str | None]:
-    if isinstance(exc, anthropic.APIStatusError):
+    if isinstance(exc, _sdk("anthropic").APIStatusError):
         return exc.type, exc.error_code
-    if isinstance(exc, openai.APIError):
+    if isinstance(exc, _sdk("openai").APIError):
         return exc.type, exc.code
     return None, None
 
@@ -260,7 +291,7 @@ def _from_ollama(exc: ollama.ResponseError) -> tuple[str, int | None, float | No
     # which is still its __context__ and has the response.
     retry_after = None
     context = exc.__context__
-    if code in _RETRY_AFTER_CODES and isinstance(context, httpx.HTTPStatusError):
+    if code in _RETRY_AFTER_CODES and isinstance(context, _sdk("httpx").HTTPStatusError):
         retry_after = parse_retry_after(context.response.headers)
     return code, exc.status_code, retry_after, None
 

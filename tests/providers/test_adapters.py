@@ -12,7 +12,10 @@ import email.utils
 import gc
 import json
 import logging
+import os
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -144,6 +147,26 @@ def test_registry_has_every_kind_with_a_label() -> None:
     assert [kind for kind, _ in KINDS] == list(ADAPTERS)
     assert all(label and label != kind for kind, label in KINDS)
     assert all(cls.kind == kind for kind, cls in ADAPTERS.items())
+    assert dict(KINDS) == {kind: cls.label for kind, cls in ADAPTERS.items()}
+
+
+def test_an_sdk_is_loaded_only_when_its_kind_is_first_used() -> None:
+    # A fresh interpreter: this test process has long loaded every SDK.
+    code = (
+        "import os, sys, django;"
+        "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings');"
+        "django.setup(); import config.asgi;"
+        "from providers.adapters import adapter_class;"
+        "before = {m for m in ('openai', 'anthropic', 'ollama') if m in sys.modules};"
+        "adapter_class('anthropic');"
+        "after = {m for m in ('openai', 'anthropic', 'ollama') if m in sys.modules};"
+        "print(sorted(before), sorted(after))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert done.stdout.split("\n")[0] == "[] ['anthropic']"
 
 
 def test_unknown_kind_is_refused() -> None:
