@@ -360,6 +360,22 @@ def test_admit_with_two_hard_limits_costs_one_update_each_and_one_insert(
     assert statements == ["UPDATE", "UPDATE", "INSERT"]
 
 
+@pytest.mark.django_db
+def test_admit_with_one_hard_limit_is_one_statement_on_postgresql(acme, bob_membership) -> None:
+    membership = Membership.objects.select_related("organization").get(pk=bob_membership.pk)
+    held = limit(acme, "10")
+    _count_queries(membership, route())  # first use creates the period's counter
+    queries = _count_queries(membership, route())
+    statements = [q.split()[0] for q in queries if not q.startswith(("SAVEPOINT", "RELEASE"))]
+    if connection.vendor == "postgresql":
+        assert statements == ["WITH"]  # the conditional UPDATE and the INSERT, together
+    else:
+        assert statements == ["UPDATE", "INSERT"]
+    counter = SpendingCounter.objects.get(limit=held)
+    assert counter.reserved > 0
+    assert Reservation.objects.filter(counter=counter).count() == 2
+
+
 # --- rate limits and the counter store ------------------------------------------------------
 
 
