@@ -60,6 +60,16 @@ class Ledger:
             )
         await asyncio.shield(self._settling)
 
+    def settle_after_answer(
+        self, *, candidate: Candidate | None, usage: Usage | None, status: str
+    ) -> None:
+        """Settle a call that answered, without holding the answer back: the settlement runs in
+        a detached task while the response goes out (its reservation still holds the budget
+        until then, so no limit can be overshot). Its ledger row lands a few milliseconds after
+        the client has the answer."""
+        if self._settling is None:
+            self._settling = detach(self._write(candidate, usage, status, ""))
+
     def settle_later(self, coro: Coroutine[Any, Any, None]) -> None:
         """Hand the settlement over to a detached task (the request is gone). `coro` must end by
         calling `settle`; the ledger counts as settling from now on."""

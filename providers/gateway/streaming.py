@@ -2,9 +2,10 @@
 
 Ways a stream ends, and what is billed:
 
-- the provider finishes: finish chunk, usage chunk (when asked for), settlement `ok` with the
-  provider's usage, then `data: [DONE]` — so a client that has read `[DONE]` finds its call in
-  the ledger;
+- the provider finishes: finish chunk, usage chunk (when asked for), `data: [DONE]`, and the
+  settlement `ok` with the provider's usage, started as `[DONE]` goes out and finished a few
+  milliseconds later in a task of its own (`Ledger.settle_after_answer`: bookkeeping does not
+  hold the answer back; the call's reservation holds its budget until then);
 - the provider fails after the first token: settlement `partial` with usage estimated from the
   text received, then OpenAI's in-band error frame;
 - the client hangs up: Django cancels the response (the task is cancelled inside an upstream
@@ -104,7 +105,9 @@ class GatewayStream:
         yield self._chunks.finish(end.finish_reason)
         if self._include_usage:
             yield self._chunks.usage(end.usage)
-        await self._ledger.settle(candidate=self._stream.candidate, usage=end.usage, status="ok")
+        self._ledger.settle_after_answer(
+            candidate=self._stream.candidate, usage=end.usage, status="ok"
+        )
         yield wire.DONE
 
     def _abandon(self) -> None:

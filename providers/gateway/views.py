@@ -260,7 +260,7 @@ async def _complete(
     except Exception:
         await ledger.settle(candidate=None, usage=None, status="error", error_code=INTERNAL)
         raise
-    await ledger.settle(candidate=candidate, usage=completion.usage, status="ok")
+    ledger.settle_after_answer(candidate=candidate, usage=completion.usage, status="ok")
     body = wire.completion_body(
         completion_id=answer.completion_id,
         created=answer.created,

@@ -124,7 +124,7 @@ def test_a_spent_budget_refuses_with_402_before_calling_the_provider(
     assert "Budget exceeded" in caught.value.message
     assert caught.value.response.headers["x-gatehouse-limit"]
     assert sim_server.app.stats[COMPLETIONS] == calls
-    (record,) = UsageRecord.objects.all()
+    (record,) = wait_for_records(1)  # settled as the answer went out
     assert record.request_id == request_id_of(first.id)
     assert record.cost == Decimal("0.000011")  # 1 input + 10 output tokens
 
@@ -166,4 +166,5 @@ def test_a_rate_limit_refuses_with_429_and_retry_after(creds, acme, alice_client
     assert caught.value.code == "rate_limited"
     assert 1 <= int(caught.value.response.headers["retry-after"]) <= 60
     assert sim_server.app.stats[COMPLETIONS] == calls
+    assert len(wait_for_records(1)) == 1
     assert UsageRecord.objects.count() == 1

@@ -69,11 +69,11 @@ def test_every_call_is_in_the_ledger_without_a_chat(creds, alice_client, alice, 
     stream = alice_client.chat.completions.create(
         model=f"{provider}/{MODELS[provider]}", messages=PROMPT, stream=True
     )
-    chunks = list(stream)  # read to the end: the call settles before [DONE]
+    chunks = list(stream)  # read to the end: the call settles as [DONE] goes out
     streamed_id = chunks[0].id
 
     for completion_id in (completion.id, streamed_id):
-        record = UsageRecord.objects.get(request_id=request_id_of(completion_id))
+        (record,) = wait_for_records(1, request_id=request_id_of(completion_id))
         assert record.chat_id is None
         assert record.status == "ok"
         assert record.organization == creds["openai"].organization
@@ -229,5 +229,5 @@ def test_a_bare_model_offered_twice_elsewhere_is_ambiguous(creds, alice_client, 
 def test_a_member_uses_the_gateway_like_an_owner(creds, bob_client, bob):
     completion = bob_client.chat.completions.create(model="openai/sim-gpt", messages=PROMPT)
 
-    record = UsageRecord.objects.get(request_id=request_id_of(completion.id))
+    (record,) = wait_for_records(1, request_id=request_id_of(completion.id))
     assert record.user == bob

@@ -104,12 +104,12 @@ async def test_closed_before_it_started_it_settles_all_the_same(creds, alice_mem
     )
 
 
-async def test_a_finished_stream_settles_once_before_done(creds, alice_membership):
+async def test_a_finished_stream_settles_once_as_done_goes_out(creds, alice_membership):
     body = await _open(alice_membership, "gw-done", "go sim:chunks=2")
     frames = [frame async for frame in body]
 
     assert frames[-1] == wire.DONE
-    record = await UsageRecord.objects.aget(request_id="gw-done")
+    record = await _record("gw-done")
     assert (record.status, record.output_tokens) == ("ok", 2)
     body.close()
     await asyncio.sleep(0.2)
