@@ -42,9 +42,9 @@ Resolution failures on the request path raise `upstream_unavailable` (retryable:
 transient), not `url_refused`. Positive resolutions are cached for `_DNS_TTL` seconds so the hot
 path does not resolve per request.
 
-Known limit: the HTTP client resolves the name again when it connects, so a hostile DNS server
-answering differently within milliseconds (DNS rebinding) could slip past the request-time check;
-pinning the checked address in the transport would close that, and is not done here.
+DNS rebinding: the adapters' HTTP transport (`providers.adapters.transport`) connects to one of
+the addresses `acheck_url` checked and returned, never to the answer of a second lookup, so a
+hostile DNS server answering differently within milliseconds cannot slip past the check.
 """
 
 from __future__ import annotations
@@ -463,18 +463,21 @@ def check_url(url: str, *, resolve: bool = False) -> None:
         _check_resolved(host.name, _resolve_sync(host.name), allow)
 
 
-async def acheck_url(url: str) -> None:
+async def acheck_url(url: str) -> list[str]:
     """The request-path check: as `check_url(url, resolve=True)`, resolving without blocking the
     event loop and caching positive resolutions for a few seconds. A failed resolution raises
-    `upstream_unavailable` (retryable) rather than `url_refused`."""
+    `upstream_unavailable` (retryable) rather than `url_refused`. Returns the addresses checked
+    (the literal, or every address the name resolved to): connect to one of these."""
     allow = _allow_list()
     host = _parse_host(url)
     if host.ip is not None:
         _check_ip(host.ip, allow)
-        return
+        return [str(host.ip)]
     assert host.name is not None
     _check_name(host.name, allow)
-    _check_resolved(host.name, await _resolve_async(host.name), allow)
+    addresses = await _resolve_async(host.name)
+    _check_resolved(host.name, addresses, allow)
+    return [str(address) for address in addresses]
 
 
 async def request_hook(request: Any) -> None:

@@ -3,12 +3,16 @@
 As for OpenAI (see that module), streams use the SDK's generic `client.post(..., cast_to=object,
 stream_cls=AsyncStream[object])`: the SDK still builds and authenticates the request, maps HTTP
 errors, decodes the SSE and raises on `event: error`, but events arrive as decoded JSON rather
-than constructed models (~13 µs per event saved, measured).
+than constructed models (~13 µs per event saved, measured). `complete()` likewise posts with
+`cast_to=httpx2.Response` (the SDK's documented way to get the raw response) and reads the
+JSON body and the `request-id` header itself, skipping the SDK's request transform and the
+Message model.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
@@ -32,6 +36,7 @@ from .base import (
     shared_ssl_context,
 )
 from .errors import detected_error, stream_error
+from .transport import LeanTransport
 
 # Anthropic's stop reasons in the OpenAI vocabulary the rest of the gateway speaks.
 _FINISH = {
@@ -65,7 +70,9 @@ class AnthropicAdapter(Adapter):
             open_telemetry=False,
             http_client=anthropic.DefaultAsyncHttpxClient(
                 timeout=timeout,
-                verify=shared_ssl_context(),
+                # Our own HTTP/1.1 transport, not httpcore's (see transport.py: CPU, and the
+                # connection goes to the very address the network guard checked).
+                transport=LeanTransport(httpx2, verify=shared_ssl_context()),
                 event_hooks={"request": [request_guard(base_url)]},
             ),
         )
@@ -106,26 +113,39 @@ class AnthropicAdapter(Adapter):
         top_p: float | None = None,
     ) -> Completion:
         params = self._params(messages, model, temperature, max_tokens, stop, top_p)
-        message = await self._bounded(self._client.messages.create(**params))
-        text = "".join(block.text for block in message.content if block.type == "text")
-        usage = message.usage
-        return Completion(
-            text=text,
-            usage=build_usage(
-                _input_total(
-                    usage.input_tokens,
-                    usage.cache_creation_input_tokens,
-                    usage.cache_read_input_tokens,
-                )
-                if usage is not None
-                else None,
-                usage.output_tokens if usage is not None else None,
-                messages,
-                (text,),
-            ),
-            finish_reason=_finish(message.stop_reason) or "stop",
-            provider_request_id=message._request_id or message.id,
+        # The generic call, as in stream(): the SDK builds, authenticates and sends the request
+        # and maps HTTP errors; the body is read here as plain JSON (see the module docstring).
+        response = await self._bounded(
+            self._client.post("/v1/messages", body=params, cast_to=httpx2.Response)
         )
+        try:
+            message = json.loads(response.content)
+            if message.get("type") == "error":
+                # An error in a 200 body: judged by its type, as the SDK's stream judges an
+                # `event: error` (an APIStatusError under the 200).
+                error = message.get("error") or {}
+                raise anthropic.APIStatusError(
+                    str(error.get("message") or error), response=response, body=message
+                )
+            text = "".join(
+                block["text"] for block in message.get("content") or () if block["type"] == "text"
+            )
+            usage = message.get("usage")
+            return Completion(
+                text=text,
+                usage=build_usage(
+                    _event_input_total(usage) if usage else None,
+                    usage.get("output_tokens") if usage else None,
+                    messages,
+                    (text,),
+                ),
+                finish_reason=_finish(message.get("stop_reason")) or "stop",
+                provider_request_id=response.headers.get("request-id") or message.get("id"),
+            )
+        except Exception as exc:
+            # Invalid JSON, or JSON of the wrong shape: the answer is broken (stream_error says
+            # so for a value of the wrong shape once there is an upstream response).
+            raise stream_error(exc, response, secret=self.endpoint.api_key) from None
 
     async def stream(
         self,

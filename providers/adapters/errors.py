@@ -70,8 +70,10 @@ def _sdk(name: str) -> Any:
     (`providers.adapters.adapter_class`): each costs tens of MiB of memory."""
     return sys.modules.get(name) or _NotLoaded()
 
+
 _DETAIL_LIMIT = 500
 _REDACTED = "[redacted]"
+
 
 def _timeouts() -> tuple[type[BaseException], ...]:
     httpx = _sdk("httpx")

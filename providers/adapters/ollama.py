@@ -26,6 +26,7 @@ from .base import (
     shared_ssl_context,
 )
 from .errors import detected_error
+from .transport import LeanTransport
 
 
 class OllamaAdapter(Adapter):
@@ -44,7 +45,8 @@ class OllamaAdapter(Adapter):
             host=host,
             headers=headers,
             timeout=httpx.Timeout(self.timeouts.total, connect=self.timeouts.connect),
-            verify=shared_ssl_context(),
+            # Our own HTTP/1.1 transport on the httpx flavour (see transport.py).
+            transport=LeanTransport(httpx, verify=shared_ssl_context()),
             event_hooks={"request": [request_guard(host)]},
         )
 
