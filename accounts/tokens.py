@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.db import connection
 from django.db.models import Model
 from django.utils import timezone
 
 from accounts.models import ApiToken, AuditEvent, Membership, Organization, User
+from config.dbhop import db_hop
 
 TOKEN_RE = re.compile(r"^gh_([a-z0-9]{10})_([A-Za-z0-9_\-]{20,100})$")
 _PREFIX_ALPHABET = string.ascii_lowercase + string.digits
@@ -169,7 +169,7 @@ def token_authenticate(raw: str) -> ApiToken:
 
 async def atoken_authenticate(raw: str) -> ApiToken:
     # One thread hop for the lookup and, at most once a minute, the last-used write.
-    return await sync_to_async(token_authenticate)(raw)
+    return await db_hop(token_authenticate, raw)
 
 
 def bearer_from_header(value: str | None) -> str | None:

@@ -116,6 +116,11 @@ else:
         "timeout": env.float("DATABASE_POOL_TIMEOUT", default=30.0),
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Threads for the database work of async code (config.dbhop): the gateway's and the chat
+# sockets' hops run side by side instead of queueing in one thread. SQLite has one write lock
+# for everyone, so there it stays a single thread (0: asgiref's shared one).
+_DB_IS_SQLITE = DATABASES["default"]["ENGINE"].endswith("sqlite3")
+GATEHOUSE_DB_THREADS = env.int("GATEHOUSE_DB_THREADS", default=0 if _DB_IS_SQLITE else 4)
 
 # --- Redis: cache and channel layer ---------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")

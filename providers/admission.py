@@ -29,7 +29,7 @@ limit in scope (the answering credential's, not the other candidates'), fires al
 thresholds, and gives back unused rate-limit tokens. Exactly once per request id: a second
 call returns the first row and moves nothing.
 
-Each of `admit`, `settle` and `release` is one hop to a worker thread (`sync_to_async`). Cost
+Each of `admit`, `settle` and `release` is one hop to a worker thread (`config.dbhop`). Cost
 of `admit` on the hot path: one query reading the limits and policy that apply; when hard
 limits apply, one more for price overrides and a short transaction of one conditional UPDATE
 per hard limit plus one INSERT of the reservations.
@@ -45,13 +45,13 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework import status as http
 
 from accounts.models import Membership
+from config.dbhop import db_hop
 from config.errors import ApiError
 from providers import budget, ratelimit
 from providers.adapters.base import ChatTurn, Usage, estimate_tokens
@@ -373,7 +373,7 @@ async def admit(
             # Nothing to count or reserve: admitted without leaving the event loop.
             tokens = (input_tokens, max_tokens)
             return _admission(request_id, membership, route, config, tokens, timezone.now())
-    return await sync_to_async(_admit_sync)(request_id, membership, route, input_tokens, max_tokens)
+    return await db_hop(_admit_sync, request_id, membership, route, input_tokens, max_tokens)
 
 
 # --- settle ---------------------------------------------------------------------------------
@@ -484,7 +484,8 @@ async def settle(
     """Record the call and swap its reservation for the real cost; see the module docstring.
     `usage` is what the provider reported (or the adapter estimated) — for a partial stream,
     the tokens actually used; None when no provider answered."""
-    return await sync_to_async(_settle_sync)(
+    return await db_hop(
+        _settle_sync,
         admission,
         candidate,
         usage,
@@ -511,4 +512,4 @@ def _release_sync(admission: Admission) -> None:
 async def release(*, admission: Admission) -> None:
     """Give back the reservation (and the rate-limit tokens) of a call that never reached a
     provider. Idempotent; a no-op after `settle`."""
-    await sync_to_async(_release_sync)(admission)
+    await db_hop(_release_sync, admission)

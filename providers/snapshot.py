@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.db.models import F, Q
 
 from accounts.models import Membership, Organization
+from config.dbhop import db_hop
 from providers.budget import LimitRef
 from providers.models import CostPolicy, ModelSetting, PriceOverride, SpendingLimit, UsageRecord
 from providers.platform import RouteCredential, own_credentials, platform_credentials
@@ -199,7 +199,7 @@ def snapshot(organization: Organization) -> Snapshot:
 
 
 async def asnapshot(organization: Organization) -> Snapshot:
-    return current(organization) or await sync_to_async(snapshot)(organization)
+    return current(organization) or await db_hop(snapshot, organization)
 
 
 def bump(organization_id: int | None) -> None:

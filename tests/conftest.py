@@ -117,6 +117,14 @@ def charlie_api(other: Organization, charlie: User) -> APIClient:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _database_work_in_the_calling_thread() -> None:
+    """In-process tests run inside one connection's transaction: the database hops of async
+    code must use that connection (config.dbhop), not threads of their own. Live servers,
+    separate processes, keep the setting's own value."""
+    settings.GATEHOUSE_DB_THREADS = 0
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _close_worker_thread_connections(django_db_setup, django_db_blocker):
     """Async ORM calls run in asgiref's worker thread, whose database connection outlives the
     tests; close it before the test database is dropped."""

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
 from chats.frames import done_frame, encode, encode_token, error_frame
 from chats.models import Message
 from chats.services import presence
 from chats.services.records import answer_finish, messages_store
+from config.dbhop import db_hop
 from providers import admission as billing
 from providers.adapters.base import ChatTurn, ProviderError, StreamEnd, Usage, estimate_tokens
 from providers.calls import CallParams, Candidate, open_stream
@@ -204,7 +204,8 @@ class Generation:
         # The rows are written while the provider call opens: the start frame waits for them
         # and the first token for both, so this write adds nothing to the time to first token.
         self._store = spawn(
-            sync_to_async(messages_store)(
+            db_hop(
+                messages_store,
                 chat_id=self.chat_id,
                 content=self._content,
                 route=self._route,
@@ -410,7 +411,8 @@ class Generation:
     ) -> None:
         candidate = self._candidate
         try:
-            await sync_to_async(answer_finish)(
+            await db_hop(
+                answer_finish,
                 message_id=self.message_id,
                 chat_id=self.chat_id,
                 title=self._title,
@@ -427,7 +429,7 @@ class Generation:
             )
         except Exception:
             logger.exception("saving message %s failed", self.message_id)
-            await sync_to_async(presence.lock_release)(key=self._key, owner=self.request_id)
+            await db_hop(presence.lock_release, key=self._key, owner=self.request_id)
 
     async def _emit_end(self, reply: Reply) -> None:
         # Clients see `start` before the `done` or `error` of every answer with a message.

@@ -18,7 +18,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from accounts.models import ApiToken, Membership, Organization
@@ -29,6 +28,7 @@ from chats.services.context import context_build, title_from
 from chats.services.errors import ChatBusy, InputError, ProviderFailed
 from chats.services.generation import Generation, Reply, Sink
 from chats.services.inputs import MessageInput, params_check
+from config.dbhop import db_hop
 from providers import admission as billing
 from providers.calls import CallParams
 from providers.routing import Route, RouteError, aresolve
@@ -99,8 +99,8 @@ async def message_start(
     the caller's own socket; `origin` is that socket's channel name (never sent its own copies).
     Raises `ApiError` (nothing stored) when the call must not happen."""
     request_id = request_id or uuid.uuid4().hex
-    begun = await sync_to_async(_begin)(
-        membership=membership, token=token, chat_id=chat_id, owner=request_id
+    begun = await db_hop(
+        _begin, membership=membership, token=token, chat_id=chat_id, owner=request_id
     )
     try:
         route = await _route(organization=membership.organization, chat=begun.chat, message=message)
@@ -126,7 +126,7 @@ async def message_start(
             max_tokens=max_tokens,
         )
     except BaseException:
-        await sync_to_async(presence.lock_release)(key=begun.key, owner=request_id)
+        await db_hop(presence.lock_release, key=begun.key, owner=request_id)
         raise
     return Generation(
         chat_id=begun.chat.pk,
