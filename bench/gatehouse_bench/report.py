@@ -12,6 +12,11 @@ from gatehouse_bench.servers import BENCH
 RESULTS = BENCH / "results"
 TTFT_TARGET_MS = 5.0
 CPU_PER_CHUNK_TARGET_US = 60.0
+# The gateway's targets, as ratios to LiteLLM measured in the same run (issue #8).
+ADDED_LATENCY_VS_PEER = 0.5
+CPU_PER_CHUNK_VS_PEER = 0.1
+THROUGHPUT_VS_PEER = 3.0
+RSS_LIMIT_MIB = 150.0
 
 
 def _q(dist: dict[str, float] | None) -> str:
@@ -154,19 +159,60 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     for cell in results["suites"].get("gateway", []):
         if cell["scenario"] == "stream" and cell["arms"].get("gatehouse", {}).get("status") == "ok":
             found += _cpu_targets(cell, "gatehouse", "/v1 stream")
+        found += _peer_targets(cell)
+    return found
+
+
+def _added_p50(cell: dict[str, Any], arm: str, measure: str) -> float | None:
+    vs_direct = (cell.get("comparison", {}).get(arm) or {}).get("vs_direct") or {}
+    return ((vs_direct.get(measure) or {}).get("added_ms") or {}).get("p50")
+
+
+def _peer_targets(cell: dict[str, Any]) -> list[dict[str, Any]]:
+    """The gateway's targets against LiteLLM, in the cells where both arms ran."""
+    arms = cell["arms"]
+    if any(arms.get(a, {}).get("status") != "ok" for a in ("gatehouse", "litellm")):
+        return []
+    found = []
+    comparison = cell.get("comparison", {})
+    versus = (comparison.get("gatehouse") or {}).get("vs_litellm") or {}
+    if cell["concurrency"] == 1:
+        measures = ("total", "ttft") if cell["scenario"] == "stream" else ("total",)
+        for measure in measures:
+            ours, theirs = (
+                _added_p50(cell, "gatehouse", measure),
+                _added_p50(cell, "litellm", measure),
+            )
+            if ours is not None and theirs:
+                label = "time to first token" if measure == "ttft" else "latency"
+                name = f"/v1 added {label} p50, ratio to LiteLLM's"
+                found.append(_target(name, cell, ours / theirs, ADDED_LATENCY_VS_PEER, "x"))
+        ours = (comparison.get("gatehouse") or {}).get("marginal_cpu_us_per_chunk")
+        theirs = (comparison.get("litellm") or {}).get("marginal_cpu_us_per_chunk")
+        if ours is not None and theirs:
+            name = "/v1 server CPU per extra streamed chunk, ratio to LiteLLM's"
+            found.append(_target(name, cell, ours / theirs, CPU_PER_CHUNK_VS_PEER, "x"))
+    if cell["concurrency"] > 1 and versus.get("throughput") is not None:
+        name = "/v1 throughput, ratio to LiteLLM's"
+        found.append(_target(name, cell, versus["throughput"], THROUGHPUT_VS_PEER, "x", least=True))
+    rss = arms["gatehouse"].get("server_rss_mib")
+    if rss is not None and cell["concurrency"] > 1:
+        found.append(_target("/v1 server RSS per process", cell, rss, RSS_LIMIT_MIB, "MiB"))
     return found
 
 
 def _target(
-    name: str, cell: dict[str, Any], value: float, limit: float, unit: str
+    name: str, cell: dict[str, Any], value: float, limit: float, unit: str, least: bool = False
 ) -> dict[str, Any]:
+    """`value` must be at most `limit` (at least, with `least`)."""
     return {
         "target": name,
         "cell": cell["title"],
         "value": value,
         "limit": limit,
         "unit": unit,
-        "met": value <= limit,
+        "at_least": least,
+        "met": value >= limit if least else value <= limit,
     }
 
 
@@ -206,9 +252,11 @@ def markdown(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     for t in results["targets"]:
+        digits = 2 if t["unit"] == "x" else 1
+        op = "≥" if t.get("at_least") else "≤"
         lines.append(
-            f"| {t['target']} | {t['cell']} | {t['value']:.1f} {t['unit']} "
-            f"| ≤ {t['limit']:g} {t['unit']} | {'yes' if t['met'] else 'NO'} |"
+            f"| {t['target']} | {t['cell']} | {t['value']:.{digits}f} {t['unit']} "
+            f"| {op} {t['limit']:g} {t['unit']} | {'yes' if t['met'] else 'NO'} |"
         )
     if not results["targets"]:
         lines.append("| (no Gatehouse arm ran) | | | | |")
