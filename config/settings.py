@@ -135,7 +135,10 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": "gh:ws"},
+            # A socket waits for group messages with a blocking pop of up to 5 s; redis-py 8
+            # reads with a 5 s socket timeout by default, which tore idle sockets down with
+            # 1011 every few seconds (django/channels_redis#422). The read may wait longer.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}], "prefix": "gh:ws"},
         }
     }
 else:

@@ -93,6 +93,15 @@ async def test_it_streams_an_answer_from_each_provider_kind(
     assert saved.usage.output_tokens == 8
 
 
+async def test_an_idle_socket_stays_open_and_usable(live_daphne, chat: Chat, token: str) -> None:
+    # Longer than the channel layer's blocking pop (5 s) and redis-py 8's default read timeout.
+    async with socket(live_daphne, chat, token) as ws:
+        await asyncio.sleep(7)
+        await send(ws, "still there? sim:chunks=2")
+        frames = await frames_until(ws, "done", "error")
+    assert frames[-1]["type"] == "done", frames[-1]
+
+
 async def test_cancel_stops_the_stream_and_saves_the_text_so_far(
     live_daphne, chat: Chat, token: str
 ) -> None:
