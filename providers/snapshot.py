@@ -117,17 +117,6 @@ _POLICY_COLUMNS = {
     "member_tpm": "member_tokens_per_minute",
     "credential_rates": "credential_rate_limits",
 }
-_LIMIT_COLUMNS = (
-    "id",
-    "name",
-    "scope",
-    "membership",
-    "credential",
-    "period",
-    "amount",
-    "hard",
-    "alert_thresholds",
-)
 
 _snapshots: dict[int, Snapshot] = {}
 
@@ -145,20 +134,6 @@ def _policy(organization_id: int) -> Policy:
     return Policy(**values)
 
 
-def _limit(row: dict[str, Any]) -> LimitRef:
-    return LimitRef(
-        id=row["id"],
-        name=row["name"],
-        scope=row["scope"],
-        membership_id=row["membership"],
-        credential_id=row["credential"],
-        period=row["period"],
-        amount=row["amount"],
-        hard=row["hard"],
-        thresholds=tuple(sorted(row["alert_thresholds"] or ())),
-    )
-
-
 def _build(organization: Organization) -> Snapshot:
     org_id = organization.pk
     limits = SpendingLimit.objects.filter(organization_id=org_id).order_by("id")
@@ -172,7 +147,7 @@ def _build(organization: Organization) -> Snapshot:
         own=own_credentials(organization),
         switches={(s.provider, s.model): s for s in switches},
         policy=_policy(org_id),
-        limits=tuple(_limit(row) for row in limits.values(*_LIMIT_COLUMNS)),
+        limits=tuple(LimitRef.of(limit) for limit in limits),
         overrides=tuple(overrides),
     )
 

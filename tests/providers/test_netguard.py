@@ -26,45 +26,6 @@ METADATA_IP = "169.254.169.254"
 FULL_WIDTH = {ord(c): ord(c) + 0xFEE0 for c in "0123456789"}  # "1" -> U+FF11 and so on
 
 
-@pytest.fixture(autouse=True)
-def _empty_allow_list(settings):
-    settings.GATEHOUSE_PROVIDER_ALLOWED_HOSTS = []
-    netguard.clear_dns_cache()
-    yield
-    netguard.clear_dns_cache()
-
-
-@pytest.fixture
-def fake_dns(monkeypatch):
-    """Resolve chosen names to chosen addresses (no DNS in tests); everything else as usual.
-    Patches the standard library's resolver, which both check_url and loop.getaddrinfo use."""
-    real = socket.getaddrinfo
-    table: dict[str, list[str]] = {}
-    calls: list[str] = []
-
-    def getaddrinfo(host, port, *args, **kwargs):
-        name = host.decode() if isinstance(host, bytes) else host
-        if name in table:
-            calls.append(name)
-            if not table[name]:
-                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-            return [
-                (
-                    socket.AF_INET6 if ":" in ip else socket.AF_INET,
-                    socket.SOCK_STREAM,
-                    6,
-                    "",
-                    (ip, port or 0),
-                )
-                for ip in table[name]
-            ]
-        return real(host, port, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    table["calls"] = calls  # type: ignore[assignment]
-    return table
-
-
 def refused(url: str, *, resolve: bool = False) -> str:
     with pytest.raises(UrlRefused) as info:
         check_url(url, resolve=resolve)

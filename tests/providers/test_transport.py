@@ -20,40 +20,10 @@ import httpx2
 import openai
 import pytest
 
-from providers import netguard
 from providers.adapters import close_adapters, get_adapter
 from providers.adapters.base import Endpoint, ErrorCode, ProviderError, shared_ssl_context
 from providers.adapters.transport import LeanTransport
 from providers.netguard import UrlRefused
-
-
-@pytest.fixture(autouse=True)
-def _empty_allow_list(settings):
-    """The embedded default: public hosts and loopback."""
-    settings.GATEHOUSE_PROVIDER_ALLOWED_HOSTS = []
-    netguard.clear_dns_cache()
-    yield
-    netguard.clear_dns_cache()
-
-
-@pytest.fixture
-def fake_dns(monkeypatch):
-    """Chosen names resolve to chosen addresses; the standard library's resolver is patched,
-    which loop.getaddrinfo (and so netguard) uses."""
-    real = socket.getaddrinfo
-    table: dict[str, list[str]] = {}
-
-    def getaddrinfo(host, port, *args, **kwargs):
-        name = host.decode() if isinstance(host, bytes) else host
-        if name in table:
-            return [
-                (socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port or 0)) for ip in table[name]
-            ]
-        return real(host, port, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return table
-
 
 # --- A raw HTTP server ---------------------------------------------------------------------------
 
