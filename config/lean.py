@@ -50,10 +50,11 @@ class LeanASGIHandler(ASGIHandler):
 
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Django's `ASGIHandler.handle` without what costs the gateway a thread per request:
-        no `ThreadSensitiveContext` (the few sync calls share asgiref's one sync thread, and
-        its database connection, instead of a new thread and a pool checkout per request) and
-        no `request_started`/`request_finished` signals (each a thread hop, for handlers that
-        only close that connection). The client hanging up still cancels the view."""
+        no `ThreadSensitiveContext` (the few sync calls go to config.dbhop's threads, each keeping
+        its database connection, instead of a new thread and a pool checkout per request) and no
+        `request_started` signal hop. `request_finished` still fires, from `response.close()`
+        on the event loop: its receivers find no connection or cache to close in this thread.
+        The client hanging up still cancels the view."""
         try:
             body = await self._read_body(receive)
         except RequestAborted:

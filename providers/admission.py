@@ -158,15 +158,6 @@ def _config(snap: Snapshot, membership: Membership, route: Route) -> Config:
     return Config(snap.policy, snap.limits_for(membership, _credential_ids(route)), snap.overrides)
 
 
-def applicable_config(
-    *, membership: Membership, credential_ids: Sequence[int]
-) -> tuple[Policy, tuple[LimitRef, ...]]:
-    """The organisation's cost policy and every limit (hard and soft) a call of this member
-    through these credentials is held to."""
-    snap = snapshot(membership.organization)
-    return snap.policy, snap.limits_for(membership, credential_ids)
-
-
 # --- admit ----------------------------------------------------------------------------------
 
 

@@ -31,12 +31,9 @@ from .base import (
     Timeouts,
     build_usage,
     collect_all,
-    request_guard,
     resolve_max_tokens,
-    shared_ssl_context,
 )
 from .errors import detected_error, stream_error
-from .transport import LeanTransport
 
 # Anthropic's stop reasons in the OpenAI vocabulary the rest of the gateway speaks.
 _FINISH = {
@@ -60,21 +57,15 @@ class AnthropicAdapter(Adapter):
         super().__init__(endpoint, timeouts=timeouts)
         # Explicit, so that ANTHROPIC_BASE_URL in the environment cannot redirect a credential.
         base_url = endpoint.base_url or self.default_base_url
-        timeout = httpx2.Timeout(self.timeouts.total, connect=self.timeouts.connect)
+        http = self._http_options(httpx2, base_url)
         self._client = anthropic.AsyncAnthropic(
             api_key=endpoint.api_key,
             base_url=base_url,
             max_retries=0,
-            timeout=timeout,
+            timeout=http["timeout"],
             # No tracing spans: they cost on every call and the gateway has its own metrics.
             open_telemetry=False,
-            http_client=anthropic.DefaultAsyncHttpxClient(
-                timeout=timeout,
-                # Our own HTTP/1.1 transport, not httpcore's (see transport.py: CPU, and the
-                # connection goes to the very address the network guard checked).
-                transport=LeanTransport(httpx2, verify=shared_ssl_context()),
-                event_hooks={"request": [request_guard(base_url)]},
-            ),
+            http_client=anthropic.DefaultAsyncHttpxClient(**http),
         )
 
     def _params(

@@ -29,6 +29,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypedDict
 
+from .transport import LeanTransport
+
 
 class ChatTurn(TypedDict):
     role: Literal["system", "user", "assistant"]
@@ -204,6 +206,18 @@ class Adapter(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - a no-op default, not an abstract method
         """Release the SDK client's connections."""
+
+    def _http_options(self, httpx_module: Any, base_url: str) -> dict[str, Any]:
+        """The keyword arguments of an SDK's httpx (or httpx2) client, the same for every kind:
+        `connect` bounds the TCP/TLS setup and `total` is the read backstop (streams are bounded
+        tighter by StreamClock); our own HTTP/1.1 transport (transport.py: CPU, and connections
+        go to the very address the network guard checked); the request guard on every request,
+        redirects included."""
+        return {
+            "timeout": httpx_module.Timeout(self.timeouts.total, connect=self.timeouts.connect),
+            "transport": LeanTransport(httpx_module, verify=shared_ssl_context()),
+            "event_hooks": {"request": [request_guard(base_url)]},
+        }
 
     async def _bounded(self, call: Awaitable[Any]) -> Any:
         """One whole (non-streamed) provider call within the total timeout; any failure comes

@@ -20,13 +20,10 @@ from .base import (
     StreamEnd,
     Timeouts,
     build_usage,
-    request_guard,
     resolve_max_tokens,
     resolve_temperature,
-    shared_ssl_context,
 )
 from .errors import detected_error
-from .transport import LeanTransport
 
 
 class OllamaAdapter(Adapter):
@@ -44,10 +41,7 @@ class OllamaAdapter(Adapter):
         self._client = ollama.AsyncClient(
             host=host,
             headers=headers,
-            timeout=httpx.Timeout(self.timeouts.total, connect=self.timeouts.connect),
-            # Our own HTTP/1.1 transport on the httpx flavour (see transport.py).
-            transport=LeanTransport(httpx, verify=shared_ssl_context()),
-            event_hooks={"request": [request_guard(host)]},
+            **self._http_options(httpx, host),
         )
 
     def _params(

@@ -33,13 +33,10 @@ from .base import (
     Timeouts,
     build_usage,
     collect_all,
-    request_guard,
     resolve_max_tokens,
     resolve_temperature,
-    shared_ssl_context,
 )
 from .errors import detected_error, stream_error
-from .transport import LeanTransport
 
 # The SDK refuses to send a request without credentials; keyless self-hosted servers ignore it.
 _NO_KEY = "unused"
@@ -59,21 +56,13 @@ class OpenAIAdapter(Adapter):
         base_url = endpoint.base_url or self.default_base_url
         if not base_url:
             raise ValueError(f"a {self.kind} endpoint needs a base URL")
-        # connect bounds the TCP/TLS setup; total is the read backstop, streams are bounded
-        # tighter by StreamClock.
-        timeout = httpx2.Timeout(self.timeouts.total, connect=self.timeouts.connect)
+        http = self._http_options(httpx2, base_url)
         self._client = openai.AsyncOpenAI(
             api_key=endpoint.api_key or _NO_KEY,
             base_url=base_url,
             max_retries=0,
-            timeout=timeout,
-            http_client=openai.DefaultAsyncHttpxClient(
-                timeout=timeout,
-                # Our own HTTP/1.1 transport, not httpcore's (see transport.py: CPU, and the
-                # connection goes to the very address the network guard checked).
-                transport=LeanTransport(httpx2, verify=shared_ssl_context()),
-                event_hooks={"request": [request_guard(base_url)]},
-            ),
+            timeout=http["timeout"],
+            http_client=openai.DefaultAsyncHttpxClient(**http),
         )
 
     def _params(
