@@ -22,6 +22,7 @@ from django.db.models import Model
 from django.utils import timezone
 
 from accounts.models import ApiToken, AuditEvent, Membership, Organization, User
+from config import apg
 from config.dbhop import db_hop
 
 TOKEN_RE = re.compile(r"^gh_([a-z0-9]{10})_([A-Za-z0-9_\-]{20,100})$")
@@ -144,11 +145,7 @@ def _instances(row: tuple[Any, ...]) -> list[Model]:
     return found
 
 
-def _lookup(prefix: str) -> ApiToken | None:
-    sql, _ = _lookup_plan()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [prefix])
-        row = cursor.fetchone()
+def _assembled(row: tuple[Any, ...] | None) -> ApiToken | None:
     if row is None:
         return None
     token, membership, user, organization = _instances(row)
@@ -157,19 +154,40 @@ def _lookup(prefix: str) -> ApiToken | None:
     return token
 
 
+def _lookup(prefix: str) -> ApiToken | None:
+    sql, _ = _lookup_plan()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [prefix])
+        return _assembled(cursor.fetchone())
+
+
+def _touch(token: ApiToken, now: datetime) -> None:
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    token.last_used_at = now
+
+
 def token_authenticate(raw: str) -> ApiToken:
     prefix, secret = _parse(raw)
     token = _check(_lookup(prefix), secret)
     now = timezone.now()
     if _stale(token, now):
-        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-        token.last_used_at = now
+        _touch(token, now)
     return token
 
 
 async def atoken_authenticate(raw: str) -> ApiToken:
-    # One thread hop for the lookup and, at most once a minute, the last-used write.
-    return await db_hop(token_authenticate, raw)
+    """`token_authenticate` from async code: the lookup on the event loop's own connection where
+    there is one (`config.apg`), else in a thread hop; the last-used write, at most once a minute,
+    in a hop."""
+    if not apg.enabled():
+        return await db_hop(token_authenticate, raw)
+    prefix, secret = _parse(raw)
+    sql, _ = _lookup_plan()
+    token = _check(_assembled(await apg.fetchone(sql, [prefix])), secret)
+    now = timezone.now()
+    if _stale(token, now):
+        await db_hop(_touch, token, now)
+    return token
 
 
 def bearer_from_header(value: str | None) -> str | None:

@@ -4,13 +4,15 @@ Authentication comes from `accounts.ws` (session cookie or bearer token, Origin 
 socket for a chat the caller cannot see is refused at the handshake (HTTP 403). Every frame
 re-checks the caller's rights (the message path does it in its first database hop): a member
 removed from the organisation or a revoked token gets an `access_revoked` error and the socket is
-closed with code 4403.
+closed with code 4403. A socket on a chat that is deleted (from any process) gets a
+`chat_deleted` error and is closed with code 4404.
 
 A generation runs in its own task, so frames (`cancel` above all) are read while it streams.
 Each socket is in the chat's channel-layer group to see answers generated elsewhere (another tab,
 another process, a REST client). The generating socket sends its own frames directly; while its
 answer is broadcast it leaves the group, so it never receives its own copies (only one answer is
-generated per chat at a time, so it misses nothing else).
+generated per chat at a time, so it misses nothing else). Whoever generates the chat's answer
+can be reached through `chats.services.cancelling`, whatever group it is in.
 """
 
 from __future__ import annotations
@@ -26,28 +28,32 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from accounts.models import ApiToken, Membership, User
 from chats.frames import encode, encode_token, frame_too_large
 from chats.selectors import access_valid, socket_access
-from chats.services import presence
-from chats.services.errors import AccessRevoked, ChatBusy, InputError
+from chats.services import cancelling, presence
+from chats.services.errors import AccessRevoked, ChatBusy, ChatDeleted, InputError
 from chats.services.generation import spawn
 from chats.services.inputs import MessageInput, message_input_parse
-from chats.services.messages import Generation, message_start
+from chats.services.messages import ChatDefaults, Generation, message_start
 from config.errors import ApiError
 from providers.admission import AdmissionRefused
 
 CLOSE_ACCESS_REVOKED = 4403
+CLOSE_CHAT_DELETED = 4404
 _FRAME_FIELDS = frozenset({"type"})
 _REFUSAL_DETAILS = ("retry_after", "limit", "resets_at")
 
 
-def _open(user: User, token: ApiToken | None, chat_id: int) -> tuple[Membership, str, str] | None:
-    """The socket's membership, the chat's cache key and group; counts the socket as watching."""
+def _open(
+    user: User, token: ApiToken | None, chat_id: int
+) -> tuple[Membership, str, str, ChatDefaults] | None:
+    """The socket's membership, the chat's cache key, group and default provider and model;
+    counts the socket as watching."""
     found = socket_access(user=user, token=token, chat_id=chat_id)
     if found is None:
         return None
     membership, chat = found
     key = presence.chat_key(chat)
     presence.watch(key=key)
-    return membership, key, presence.group_name(chat)
+    return membership, key, presence.group_name(chat), (chat.default_provider, chat.default_model)
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
@@ -62,6 +68,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self._pending = False  # a message is between its frame and its generation
         self._cancel_requested = False
         self._closed = False
+        self._deleted = False
         self._in_group = False
         self._group_lock = asyncio.Lock()
         self._remote_origin: str | None = None  # the socket generating what we watch
@@ -74,7 +81,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if opened is None:
             await self.close()
             return
-        self.membership, self._key, self.group = opened
+        # The defaults let a message route before its first database hop (one hop, not two).
+        self.membership, self._key, self.group, self._defaults = opened
         await self._sync_group()
         await self.accept()
         await self.channel_layer.group_send(
@@ -139,7 +147,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             self._cancel_requested = True
         elif self._remote_origin is not None:
             # Stop an answer another socket of this chat is generating (a second tab).
-            await self.channel_layer.send(self._remote_origin, {"type": "chat.cancel"})
+            await self.channel_layer.send(self._remote_origin, {"type": cancelling.CANCEL})
+        else:
+            # A REST request's answer (its frames name no origin), or one whose start frame this
+            # socket has not seen yet.
+            await cancelling.acancel(key=self._key)
 
     # --- the generation, in its own task -----------------------------------------------------
 
@@ -152,6 +164,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 token=self.token,
                 sink=self._send_text,
                 origin=self.channel_name,
+                hint=self._defaults,
             )
         except AccessRevoked as exc:
             await self._revoked(exc)
@@ -161,6 +174,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
         finally:
             self._pending = False
+        self._defaults = generation.defaults
         await self._run(generation)
 
     async def _run(self, generation: Generation) -> None:
@@ -168,7 +182,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if self._cancel_requested:
             self._cancel_requested = False
             generation.cancel()
-        if self._closed:
+        if self._closed or self._deleted:
             generation.detach()
         try:
             if generation.broadcast:
@@ -231,6 +245,21 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def chat_cancel(self, event: dict[str, Any]) -> None:
         if self._generation is not None:
             self._generation.cancel()
+
+    async def chat_deleted(self, event: dict[str, Any]) -> None:
+        """The chat was deleted. Sent to the group and, should this socket be generating, to it
+        directly (it leaves the group while it broadcasts): it may come twice."""
+        if self._deleted:
+            return
+        self._deleted = True
+        if self._generation is not None:
+            self._generation.cancel()
+            # The error frame below ends the answer for this client; no `done` after it.
+            self._generation.detach()
+        elif self._pending:
+            self._cancel_requested = True
+        await self._send_error(ChatDeleted())
+        await self.close(code=CLOSE_CHAT_DELETED)
 
     # --- sending -----------------------------------------------------------------------------
 

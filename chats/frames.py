@@ -1,7 +1,8 @@
 """The WebSocket frames of /ws/chats/<id>/ and their encoding.
 
 Client → server: `message`, `cancel`. Server → client: `start`, `token`, `done`, `error`.
-After a `start`, exactly one `done` or `error` ends that generation.
+After a `start`, exactly one `done` or `error` ends that generation. The socket is closed with
+4403 after an `access_revoked` error, with 4404 after a `chat_deleted` one.
 
 Server frames are serialised once and the same text goes to the generating socket and, through
 the channel layer, to every other socket on the chat. Token frames are the hot path: they are
@@ -68,16 +69,30 @@ class DoneFrame(TypedDict):
     request_id: str
 
 
+class LimitBody(TypedDict):
+    """A spending limit, as `providers.admission.AdmissionRefused.as_dict()` names it."""
+
+    id: int
+    name: str
+    scope: str  # organization | member | credential
+    period: str  # day | week | month | total
+    amount: str  # USD, a decimal string
+
+
 class ErrorFrame(TypedDict):
+    """`code` is stable (the README's error codes). An admission refusal adds what the REST
+    refusal says in its headers: `budget_exceeded` the limit that refused and when it resets,
+    `rate_limited` and `service_unavailable` when to retry."""
+
     type: Literal["error"]
     code: str
     message: str
     request_id: str
     message_id: NotRequired[int]
     fields: NotRequired[dict[str, Any]]
-    retry_after: NotRequired[float]
-    limit: NotRequired[dict[str, Any]]  # the spending limit that refused the call
-    resets_at: NotRequired[str]
+    retry_after: NotRequired[float]  # seconds
+    limit: NotRequired[LimitBody]  # the spending limit that refused the call
+    resets_at: NotRequired[str]  # ISO 8601 with offset; absent: never resets, or unpriced model
 
 
 ServerFrame = StartFrame | TokenFrame | DoneFrame | ErrorFrame

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import NoReturn
+
 from django.db import connection
 from django.db.models import F, Q, QuerySet
 from django.http import Http404
@@ -11,6 +14,8 @@ from django.utils import timezone
 from accounts.models import ApiToken, Membership, Organization, User
 from chats.models import Chat, Message, SystemPrompt
 from chats.services.errors import AccessRevoked, ChatNotFound
+from config import apg
+from config.dbhop import db_hop
 
 #: the most messages read back to build a context; the model's window trims further
 HISTORY_LIMIT = 200
@@ -59,33 +64,86 @@ _HISTORY_SQL = f"""
     ORDER BY id DESC LIMIT {HISTORY_LIMIT}"""  # noqa: S608
 
 
+def _gate(
+    membership: Membership, token: ApiToken | None, chat_id: int, now: object
+) -> tuple[str, list[object]]:
+    sql = _GATE_SQL
+    params = [chat_id, membership.organization_id, membership.user_id, membership.pk, True]
+    if token is not None:
+        sql += _TOKEN_SQL
+        params += [token.pk, membership.pk, now]
+    return sql, params
+
+
+def _gated(membership: Membership, chat: Chat) -> Chat:
+    # A socket's membership was read when it opened: bring the version of its organisation's
+    # settings up to date, so routing and admission read current ones.
+    organization = membership.organization
+    organization.settings_version = max(organization.settings_version, chat.settings_version)
+    return chat
+
+
 def chat_for_message(*, membership: Membership, token: ApiToken | None, chat_id: int) -> Chat:
     """The tenant gate and the caller's rights (membership, user, token) in one query, for the
     per-message path. Raises `AccessRevoked` when the membership or token no longer grants
     access, `ChatNotFound` when the chat is not the caller's."""
-    sql = _GATE_SQL
-    params: list[object] = [
-        chat_id,
-        membership.organization_id,
-        membership.user_id,
-        membership.pk,
-        True,
-    ]
-    if token is not None:
-        now = connection.ops.adapt_datetimefield_value(timezone.now())
-        sql += _TOKEN_SQL
-        params += [token.pk, membership.pk, now]
-    chat = next(iter(Chat.objects.raw(sql, params)), None)
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    chat = next(iter(Chat.objects.raw(*_gate(membership, token, chat_id, now))), None)
     if chat is not None:
-        # A socket's membership was read when it opened: bring the version of its
-        # organisation's settings up to date, so routing and admission read current ones.
-        organization = membership.organization
-        organization.settings_version = max(organization.settings_version, chat.settings_version)
-        return chat
-    # The rare path: tell "no longer allowed" from "no such chat".
+        return _gated(membership, chat)
+    _refuse(membership=membership, token=token)
+
+
+def _refuse(*, membership: Membership, token: ApiToken | None) -> NoReturn:
+    """The rare path: tell "no longer allowed" from "no such chat"."""
     if not access_valid(membership=membership, token=token):
         raise AccessRevoked()
     raise ChatNotFound()
+
+
+# PostgreSQL, from the event loop: the gate and the history in one statement, the history as a
+# JSON array of [role, content], oldest first.
+_HISTORY_OF_G = _HISTORY_SQL.replace("SELECT role,", "SELECT id, role,", 1).replace(
+    "chat_id = %s", "chat_id = g.id", 1
+)
+_GATE_HISTORY_SQL = f"""
+    SELECT g.*, (SELECT coalesce(json_agg(json_build_array(h.role, h.content) ORDER BY h.id),
+                                 '[]')::text
+                 FROM ({_HISTORY_OF_G}) h)
+    FROM ({{gate}}) g"""  # noqa: S608 - no user input
+_GATE_COLUMNS = [
+    "id",
+    "organization_id",
+    "owner_id",
+    "title",
+    "system_prompt",
+    "default_provider",
+    "default_model",
+    "archived",
+    "created_at",
+    "updated_at",
+]
+
+
+_CHAT_FIELDS = [field.attname for field in Chat._meta.concrete_fields]
+
+
+async def achat_for_message(
+    *, membership: Membership, token: ApiToken | None, chat_id: int
+) -> tuple[Chat, list[tuple[str, str]]]:
+    """`chat_for_message` and `history_for_context` in one statement on the event loop's own
+    connection (`config.apg`; PostgreSQL only)."""
+    gate, params = _gate(membership, token, chat_id, timezone.now())
+    sql = _GATE_HISTORY_SQL.format(gate=gate)
+    history_params = [Message.Role.USER.value, *_CONTEXT_STATUSES]
+    row = await apg.fetchone(sql, [*history_params, *params])
+    if row is None:
+        await db_hop(_refuse, membership=membership, token=token)
+    *values, version, history = row
+    found = dict(zip(_GATE_COLUMNS, values, strict=True))
+    chat = Chat.from_db(connection.alias, _CHAT_FIELDS, [found[name] for name in _CHAT_FIELDS])
+    chat.settings_version = version
+    return _gated(membership, chat), [(role, text) for role, text in json.loads(history)]
 
 
 def message_list(*, chat: Chat) -> QuerySet[Message]:

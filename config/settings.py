@@ -121,6 +121,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # for everyone, so there it stays a single thread (0: asgiref's shared one).
 _DB_IS_SQLITE = DATABASES["default"]["ENGINE"].endswith("sqlite3")
 GATEHOUSE_DB_THREADS = env.int("GATEHOUSE_DB_THREADS", default=0 if _DB_IS_SQLITE else 4)
+# The statements on the way to a first token (token lookup, chat gate and history, budget
+# reservation, a message's rows) run on the event loop with psycopg's async connections instead
+# (config.apg). PostgreSQL only.
+GATEHOUSE_DB_ASYNC = env.bool("GATEHOUSE_DB_ASYNC", default=not _DB_IS_SQLITE)
 
 # --- Redis: cache and channel layer ---------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -38,24 +38,27 @@ per hard limit plus one INSERT of the reservations.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+import psycopg
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework import status as http
 
 from accounts.models import Membership
+from config import apg
+from config.db import insert_row, insert_statement, inserted
 from config.dbhop import db_hop
 from config.errors import ApiError
 from providers import budget, ratelimit
 from providers.adapters.base import ChatTurn, Usage, estimate_tokens
-from providers.alerts import alerts_check
+from providers.alerts import alerts_check, alerts_due
 from providers.budget import BudgetExceeded, LimitRef, money
 from providers.models import CostPolicy, PriceOverride, SpendingLimit, UsageRecord
 from providers.prices import Price, cost, price_for, prices_for, worst_case_cost
@@ -320,9 +323,11 @@ def _admission(
     )
 
 
-def _admit_sync(
+def admit_sync(
     request_id: str, membership: Membership, route: Route, input_tokens: int, max_tokens: int
 ) -> Admission:
+    """`admit` for code already in a thread with a database connection (a hop that does more
+    database work: one hop, not two)."""
     now = timezone.now()
     config = _config(snapshot(membership.organization), membership, route)
     tokens = input_tokens + max_tokens
@@ -353,18 +358,49 @@ async def admit(
     messages: list[ChatTurn],
     max_tokens: int,
 ) -> Admission:
-    """Admit a call or raise `AdmissionRefused`; see the module docstring."""
-    input_tokens = estimate_input_tokens(messages)
+    """Admit a call or raise `AdmissionRefused`; see the module docstring. On the event loop
+    where that is possible (`_admit_on_loop`), else in one thread hop."""
+    tokens = (estimate_input_tokens(messages), max_tokens)
+    admitted = await _admit_on_loop(request_id, membership, route, tokens)
+    if admitted is not None:
+        return admitted
+    return await db_hop(admit_sync, request_id, membership, route, *tokens)
+
+
+async def _admit_on_loop(
+    request_id: str, membership: Membership, route: Route, tokens: tuple[int, int]
+) -> Admission | None:
+    """Admission without a thread hop: the organisation's snapshot is current, no rate limit
+    applies (those are counted in Redis by `admit_sync`), and no hard limit does — or one does,
+    the database is PostgreSQL and the reservation fits an existing counter: one statement on the
+    event loop's own connection (`config.apg`). None otherwise: `admit_sync` decides, and
+    refuses, so a call is never refused here."""
     # Only with the organisation loaded: reading it here would be a query on the event loop.
-    loaded = Membership.organization.is_cached(membership)
-    snap = current(membership.organization) if loaded else None
-    if snap is not None:
-        config = _config(snap, membership, route)
-        if not config.limits and not config.policy.has_rate_limits:
-            # Nothing to count or reserve: admitted without leaving the event loop.
-            tokens = (input_tokens, max_tokens)
-            return _admission(request_id, membership, route, config, tokens, timezone.now())
-    return await db_hop(_admit_sync, request_id, membership, route, input_tokens, max_tokens)
+    if not Membership.organization.is_cached(membership):
+        return None
+    snap = current(membership.organization)
+    if snap is None:
+        return None
+    config = _config(snap, membership, route)
+    hard = [limit for limit in config.limits if limit.hard]
+    if config.policy.has_rate_limits or len(hard) > 1 or (hard and not apg.enabled()):
+        return None
+    now = timezone.now()
+    reserved = ZERO
+    if hard:
+        try:
+            reserved = _worst_case(membership, route, config, hard, tokens)
+        except AdmissionRefused:
+            return None  # unpriced: `admit_sync` refuses, in its own words
+        if reserved > 0:
+            (slot,) = budget.slots_for(hard, now=now, tz=membership.organization.timezone)
+            expires = now + timedelta(seconds=budget.reservation_ttl())
+            held = await budget.areserve_one(
+                request_id=request_id, slot=slot, amount=reserved, expires_at=expires
+            )
+            if not held:
+                return None
+    return _admission(request_id, membership, route, config, tokens, now, reserved)
 
 
 # --- settle ---------------------------------------------------------------------------------
@@ -427,9 +463,10 @@ def _record(
     )
 
 
-def _settle_sync(
+def settle_sync(
     admission: Admission, candidate: Candidate | None, usage: Usage | None, **fields: Any
 ) -> UsageRecord:
+    """`settle` for code already in a thread with a database connection."""
     if fields["status"] not in UsageRecord.Status.values:
         raise ValueError(f"Unknown usage status {fields['status']!r}.")
     price, cost_value = _priced(admission, candidate, usage)
@@ -440,7 +477,7 @@ def _settle_sync(
     try:
         if admission.limits:
             with transaction.atomic():
-                record.save(force_insert=True)  # first: a duplicate stops here, before counters
+                insert_row(record)  # first: a duplicate stops here, before counters
                 charged = budget.settle(
                     request_id=admission.request_id, slots=slots, cost=cost_value
                 )
@@ -449,7 +486,7 @@ def _settle_sync(
             # No limit applied at admission: no reservation or counter to move (the common
             # case for organisations without budgets), so the ledger row is all there is —
             # one INSERT, no transaction around it.
-            record.save(force_insert=True)
+            insert_row(record)
     except IntegrityError:
         existing = UsageRecord.objects.filter(request_id=admission.request_id).first()
         if existing is None:
@@ -459,6 +496,67 @@ def _settle_sync(
     unused = admission.input_tokens + admission.max_tokens - used
     ratelimit.refund(ticket=admission.ticket, tokens=unused, marker=admission.request_id)
     return record
+
+
+#: statements of the caller committed with the ledger row; they get the row's id
+Also = Callable[[int], Sequence[tuple[str, Sequence[Any]]]]
+
+
+class _Fallback(Exception):
+    """The settlement on the event loop cannot finish: roll back, settle in a thread."""
+
+
+async def settle_on_loop(
+    admission: Admission,
+    candidate: Candidate | None,
+    usage: Usage | None,
+    *,
+    also: Also | None = None,
+    **fields: Any,
+) -> UsageRecord | None:
+    """`settle_sync` on the event loop (`config.apg`, PostgreSQL), with `also` — statements of
+    the caller, such as the final state of a chat answer — in the same transaction. None, with
+    nothing written, where it cannot: no such connection, rate-limit tokens to give back (they
+    live in Redis, counted by the sync path), a counter row to create, a ledger row already
+    there. The caller then settles with `settle_sync`, which handles each of those."""
+    if not apg.enabled() or admission.ticket is not None:
+        return None
+    if fields["status"] not in UsageRecord.Status.values:
+        raise ValueError(f"Unknown usage status {fields['status']!r}.")
+    price, cost_value = _priced(admission, candidate, usage)
+    record = _record(admission, candidate, usage, price, cost_value, **fields)
+    slots = budget.slots_for(
+        _charged_limits(admission, candidate), now=record.created_at, tz=admission.timezone
+    )
+    sql, values = insert_statement(record)
+    try:
+        async with apg.transaction() as conn:
+            # First: a duplicate stops here, before counters.
+            record_id = (await (await conn.execute(sql, values)).fetchone())[0]
+            charged: list[budget.Charged] = []
+            if admission.limits:
+                found = await budget.asettle(
+                    conn, request_id=admission.request_id, slots=slots, cost=cost_value
+                )
+                if found is None:
+                    raise _Fallback
+                charged = found
+            for statement, params in also(record_id) if also else ():
+                await conn.execute(statement, params)
+    except (_Fallback, psycopg.IntegrityError):
+        return None
+    inserted(record, record_id)
+    if any(alerts_due(counter) for counter in charged):
+        # Alerts are claimed once per threshold by a conditional UPDATE, so firing them after
+        # the commit is as exact as inside it; a crash in between leaves the threshold
+        # unclaimed, and the next settlement fires it.
+        await db_hop(_alerts_check_atomic, admission.organization_id, charged)
+    return record
+
+
+def _alerts_check_atomic(organization_id: int, charged: list[budget.Charged]) -> None:
+    with transaction.atomic():
+        alerts_check(organization_id=organization_id, charged=charged)
 
 
 async def settle(
@@ -474,24 +572,26 @@ async def settle(
 ) -> UsageRecord:
     """Record the call and swap its reservation for the real cost; see the module docstring.
     `usage` is what the provider reported (or the adapter estimated) — for a partial stream,
-    the tokens actually used; None when no provider answered."""
-    return await db_hop(
-        _settle_sync,
-        admission,
-        candidate,
-        usage,
-        status=status,
-        error_code=error_code,
-        latency_ms=latency_ms,
-        ttft_ms=ttft_ms,
-        chat_id=chat_id,
-    )
+    the tokens actually used; None when no provider answered. On the event loop where that is
+    possible (`settle_on_loop`), else in one thread hop."""
+    fields = {
+        "status": status,
+        "error_code": error_code,
+        "latency_ms": latency_ms,
+        "ttft_ms": ttft_ms,
+        "chat_id": chat_id,
+    }
+    record = await settle_on_loop(admission, candidate, usage, **fields)
+    if record is not None:
+        return record
+    return await db_hop(settle_sync, admission, candidate, usage, **fields)
 
 
 # --- release --------------------------------------------------------------------------------
 
 
-def _release_sync(admission: Admission) -> None:
+def release_sync(admission: Admission) -> None:
+    """`release` for code already in a thread with a database connection."""
     budget.release(request_id=admission.request_id)
     ratelimit.refund(
         ticket=admission.ticket,
@@ -503,4 +603,4 @@ def _release_sync(admission: Admission) -> None:
 async def release(*, admission: Admission) -> None:
     """Give back the reservation (and the rate-limit tokens) of a call that never reached a
     provider. Idempotent; a no-op after `settle`."""
-    await db_hop(_release_sync, admission)
+    await db_hop(release_sync, admission)

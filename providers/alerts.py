@@ -61,6 +61,11 @@ def _reached(charged: Charged) -> list[int]:
     ]
 
 
+def alerts_due(charged: Charged) -> bool:
+    """Whether `charged` reached a threshold not alerted yet (no query)."""
+    return bool(_reached(charged))
+
+
 def _claim(counter_id: int, threshold: int) -> bool:
     return bool(
         SpendingCounter.objects.filter(pk=counter_id, alert_level__lt=threshold).update(

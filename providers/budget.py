@@ -46,6 +46,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import Organization
+from config import apg
 from providers.models import Reservation, SpendingCounter, SpendingLimit
 from providers.periods import period_bounds
 from providers.prices import QUANTUM
@@ -270,6 +271,18 @@ def reserve(
     return counters
 
 
+async def areserve_one(
+    *, request_id: str, slot: Slot, amount: Decimal, expires_at: datetime
+) -> bool:
+    """`reserve` of one slot from the event loop (`config.apg`, PostgreSQL): one statement.
+    False when it did not reserve — no room, or no counter row yet; `reserve` then tells which
+    (and creates the row, or refuses)."""
+    key = [amount, slot.limit.id, slot.start, amount, slot.limit.amount]
+    now = timezone.now()
+    row = await apg.fetchone(_RESERVE_ONE_SQL, [*key, request_id, amount, now, expires_at])
+    return row is not None
+
+
 # --- settle, release, sweep -----------------------------------------------------------------
 
 
@@ -355,6 +368,30 @@ def settle(*, request_id: str, slots: Sequence[Slot], cost: Decimal | None) -> l
     with transaction.atomic(savepoint=False):
         reservations = _take_call_reservations(request_id)
         return _apply(_moves_for(reservations, slots, cost or ZERO))
+
+
+async def asettle(
+    conn: Any, *, request_id: str, slots: Sequence[Slot], cost: Decimal | None
+) -> list[Charged] | None:
+    """`settle` on a transaction of the event loop's own connection (`config.apg`, PostgreSQL):
+    the same statements. None when a counter to charge has no row for its period yet: the
+    caller rolls back and settles with `settle`, which creates it."""
+    cursor = await conn.execute(_TAKE_SQL, [request_id])
+    taken = [dict(zip(_TAKEN, row, strict=True)) for row in await cursor.fetchall()]
+    taken.sort(key=lambda row: row["id"])
+    charged = []
+    for move in _moves_for(taken, slots, cost or ZERO):
+        if move.counter_id:
+            sql, key = _MOVE_SQL.format(where=_BY_ID), [move.counter_id]
+        else:
+            sql, key = _MOVE_SQL.format(where=_BY_KEY), [move.limit_id, move.start]
+        cursor = await conn.execute(sql, [move.spend, move.unreserve, *key])
+        row = await cursor.fetchone()
+        if row is None and move.slot is not None:
+            return None
+        if row is not None and move.slot is not None:
+            charged.append(Charged(row[0], move.slot, _money(row[1]), int(row[2])))
+    return charged
 
 
 def release(*, request_id: str) -> Decimal:

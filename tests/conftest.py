@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -43,6 +44,19 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         problems.append("Redis is unreachable")
     if problems:
         pytest.exit("REQUIRE_SERVICES=1 but: " + "; ".join(problems), returncode=3)
+
+
+# The hot paths run two ways on PostgreSQL: in thread hops, or on the event loop's own
+# connections (config.apg). Transactional tests of those paths take both with `db_path`.
+ON_POSTGRES = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+DB_PATHS = ["threads", "event loop"] if ON_POSTGRES else ["threads"]
+
+
+@pytest.fixture(params=DB_PATHS)
+def db_path(request: pytest.FixtureRequest, settings: Any) -> str:
+    """Run the test with the database work in threads, then (PostgreSQL) on the event loop."""
+    settings.GATEHOUSE_DB_ASYNC = request.param == "event loop"
+    return request.param
 
 
 @pytest.fixture
@@ -120,8 +134,10 @@ def charlie_api(other: Organization, charlie: User) -> APIClient:
 def _database_work_in_the_calling_thread() -> None:
     """In-process tests run inside one connection's transaction: the database hops of async
     code must use that connection (config.dbhop), not threads of their own. Live servers,
-    separate processes, keep the setting's own value."""
+    separate processes, keep the setting's own value. For the same reason the event loop's own
+    connections (config.apg) are off: tests of them turn them on with committed data."""
     settings.GATEHOUSE_DB_THREADS = 0
+    settings.GATEHOUSE_DB_ASYNC = False
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -134,6 +150,9 @@ def _close_worker_thread_connections(django_db_setup, django_db_blocker):
 
     with django_db_blocker.unblock():
         SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
+    from config import apg
+
+    apg.discard_all()
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,8 @@ from chats.api.serializers import (
 from chats.models import Chat, Message, SystemPrompt
 from chats.selectors import chat_get_for_member, chat_list, message_list, system_prompt_list
 from chats.services import chats as chat_services
+from chats.services.cancelling import generation_cancel
+from chats.services.errors import ChatNotFound
 from chats.services.inputs import message_input_parse
 from chats.services.messages import Reply, message_send
 from config.errors import request_id_of
@@ -134,6 +136,26 @@ class ChatViewSet(
     def perform_destroy(self, instance: Chat) -> None:
         chat_services.chat_delete(chat=instance)
 
+    @extend_schema(
+        request=None,
+        responses={
+            202: OpenApiResponse(
+                description="A cancel was sent to the answer being generated; the request that "
+                "sent the message (or the socket) gets it saved `cancelled` with the text so far."
+            ),
+            404: _ERRORS[404],
+            409: OpenApiResponse(
+                ErrorSerializer, description="`not_generating`: no answer is being generated."
+            ),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: int) -> Response:
+        """Stop the answer being generated in the chat, wherever it runs: a REST request waiting
+        for it, or a socket (in any server process)."""
+        generation_cancel(chat=self.get_object())
+        return Response(status=status.HTTP_202_ACCEPTED)
+
     @extend_schema(request=None, responses={200: ChatSerializer, 404: _ERRORS[404]})
     @action(detail=True, methods=["post"])
     def archive(self, request: Request, pk: int) -> Response:
@@ -153,7 +175,8 @@ class ChatViewSet(
 @extend_schema(tags=["chats"])
 class ChatMessageList(generics.ListAPIView):
     """A chat's messages, oldest first. POST sends a message and answers with the finished
-    assistant message (for clients that do not stream; the WebSocket streams)."""
+    assistant message (for clients that do not stream; the WebSocket streams) — `cancelled`, with
+    the text so far, when `POST /api/chats/{id}/cancel` or a socket's `cancel` stopped it."""
 
     serializer_class = MessageSerializer
     pagination_class = Pagination
@@ -171,7 +194,11 @@ class ChatMessageList(generics.ListAPIView):
     )
     def post(self, request: Request, chat_id: int) -> Response:
         reply = _send(request, chat_id, request.data)
-        message = Message.objects.select_related("usage").get(pk=reply.message_id)
+        # Cancelled answers are returned too (status `cancelled`, the text so far); the chat may
+        # have been deleted while the answer ran.
+        message = Message.objects.select_related("usage").filter(pk=reply.message_id).first()
+        if message is None:
+            raise ChatNotFound()
         return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)
 
 

@@ -73,6 +73,10 @@ FAILURES: dict[str, State] = {
         "title": "Access ended",
         "hint": "Your access to this organisation has ended. Reload the page.",
     },
+    "chat_deleted": {
+        "title": "Chat deleted",
+        "hint": "This chat was deleted, perhaps in another tab. Your other chats are in the list.",
+    },
 }
 
 GENERIC: State = {"title": "Something went wrong", "hint": "Try again."}

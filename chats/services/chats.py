@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from django.db import transaction
 from rest_framework import status
 
 from accounts.models import Membership, Organization
 from chats.models import Chat, SystemPrompt
 from chats.selectors import system_prompt_default, system_prompt_get_for_member
+from chats.services import presence
+from chats.services.cancelling import deleted_announce
 from chats.services.errors import InputError
 from config.errors import ApiError
 from providers.routing import RouteError, resolve
@@ -105,8 +109,14 @@ def chat_archive(*, chat: Chat, archived: bool = True) -> Chat:
 
 
 def chat_delete(*, chat: Chat) -> None:
-    # Usage records keep their chat id for the ledger; messages go with the chat.
+    """Delete the chat and its messages; its open sockets, in every process, are told and closed
+    and an answer being generated in it is stopped. Usage records keep their chat id for the
+    ledger."""
+    # Both names derive from the row's id, which `delete()` clears.
+    group, key = presence.group_name(chat), presence.chat_key(chat)
     chat.delete()
+    # Only once the deletion is certain; a channel layer that is down must not undo it.
+    transaction.on_commit(partial(deleted_announce, group=group, key=key), robust=True)
 
 
 # --- System prompts -----------------------------------------------------------------------

@@ -37,6 +37,24 @@ class ChatBusy(ApiError):
         )
 
 
+class NotGenerating(ApiError):
+    """A cancel with no answer being generated in the chat (already finished, or never begun)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "not_generating",
+            "No answer is being generated in this chat.",
+            status_code=status.HTTP_409_CONFLICT,
+        )
+
+
+class ChatDeleted(ApiError):
+    """Sent on the sockets of a chat that was just deleted, before they are closed."""
+
+    def __init__(self) -> None:
+        super().__init__("chat_deleted", "This chat was deleted.", status_code=status.HTTP_410_GONE)
+
+
 class InputError(ApiError):
     """Invalid input, with field errors in the shape DRF's validation errors have
     (`{field: [{"code", "message"}]}`). The top-level code is the field error's own code when a

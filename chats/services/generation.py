@@ -2,8 +2,10 @@
 
 `Generation.run` settles exactly once whatever happens — the answer completes, the provider
 fails, the client cancels or leaves, the task is cancelled from outside: the usage record is
-written (`providers.admission.settle`), the assistant message saved with its final status, text,
-provider, model and credential, the chat's lock released, and a `done` or `error` frame sent.
+written and the assistant message saved with its final status, text, provider, model and
+credential, in one transaction on the event loop where the services allow
+(`providers.admission.settle_on_loop`), else in one thread hop; the chat's lock is released; then
+a `done` or `error` frame is sent.
 
 Per token: one encode, one send to the caller's socket, and one channel-layer send only when
 other sockets watch the chat. No database write, no logging.
@@ -19,11 +21,12 @@ from decimal import Decimal
 from typing import Any
 
 from channels.layers import get_channel_layer
+from django.utils import timezone
 
 from chats.frames import done_frame, encode, encode_token, error_frame
 from chats.models import Message
 from chats.services import presence
-from chats.services.records import answer_finish, messages_store
+from chats.services.records import AnswerEnd, answer_finish
 from config.dbhop import db_hop
 from providers import admission as billing
 from providers.adapters.base import ChatTurn, ProviderError, StreamEnd, Usage, estimate_tokens
@@ -46,6 +49,8 @@ _USAGE_STATUS = {
     Message.Status.ERROR: "error",
     Message.Status.CANCELLED: "cancelled",
 }
+
+_NOT_ON_LOOP = object()  # settlement must take the thread path
 
 # Tasks that must outlive their caller; asyncio itself only references tasks weakly.
 _running: set[asyncio.Future[Any]] = set()
@@ -118,12 +123,14 @@ class Generation:
         key: str,
         group: str,
         request_id: str,
-        content: str,
+        owner: str,
         title: str | None,
         route: Route,
         context: list[ChatTurn],
         params: CallParams,
         admission: billing.Admission,
+        ids: tuple[int, int] | asyncio.Future[tuple[int, int]],
+        defaults: tuple[str, str],
         sink: Sink | None,
         origin: str | None,
         broadcast: bool,
@@ -132,14 +139,22 @@ class Generation:
         self.request_id = request_id
         self.provider = route.provider
         self.model = route.model
+        # The ids of the user message and the answer's placeholder, or the write of those rows
+        # still under way (it runs while the provider call opens: see `_announce`).
         self.message_id: int | None = None
         self.user_message_id: int | None = None
+        self._store: asyncio.Future[tuple[int, int]] | None = None
+        if isinstance(ids, tuple):
+            self.user_message_id, self.message_id = ids
+        else:
+            self._store = ids
+        self.defaults = defaults  # the chat's default provider and model, as read for it
         self.start_text: str | None = None  # the start frame, once the rows exist
         self.broadcast = broadcast
         self.finished = False
         self._key = key
+        self._owner = owner  # the value of the chat's lock while this answer holds it
         self._group = group
-        self._content = content
         self._title = title
         self._route = route
         self._context = context
@@ -154,7 +169,6 @@ class Generation:
         self._settling = False
         self._start_sent = False
         self._task: asyncio.Task[Any] | None = None
-        self._store: asyncio.Future[tuple[int, int]] | None = None
         self._drain: asyncio.TimerHandle | None = None
 
     # --- control, from the consumer ----------------------------------------------------------
@@ -196,22 +210,11 @@ class Generation:
     # --- the run -----------------------------------------------------------------------------
 
     async def run(self) -> Reply:
-        """Write the rows, stream the answer, settle. Returns how it ended; re-raises an outside
-        cancellation after settling."""
+        """Stream the answer, settle. Returns how it ended; re-raises an outside cancellation
+        after settling."""
         self._task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         started = loop.time()
-        # The rows are written while the provider call opens: the start frame waits for them
-        # and the first token for both, so this write adds nothing to the time to first token.
-        self._store = spawn(
-            db_hop(
-                messages_store,
-                chat_id=self.chat_id,
-                content=self._content,
-                route=self._route,
-                request_id=self.request_id,
-            )
-        )
         outcome = _Outcome(parts=self._parts)
         outside = False
         try:
@@ -273,9 +276,10 @@ class Generation:
                 outcome.end = event
 
     async def _announce(self) -> None:
-        """Once the rows exist: the start frame. Shielded: cancelling the generation must not
-        cancel the write, whose ids settlement needs."""
-        self.user_message_id, self.message_id = await asyncio.shield(self._store)
+        """The start frame, once the provider answered (or failed) and the rows exist. Shielded:
+        cancelling the generation must not cancel the write, whose ids settlement needs."""
+        if self._store is not None:
+            self.user_message_id, self.message_id = await asyncio.shield(self._store)
         self._build_start()
         await self._emit(self.start_text, kind="start")
 
@@ -357,8 +361,38 @@ class Generation:
         content = "".join(outcome.parts)
         if not await self._rows_written():
             status, error_code, outcome.error = Message.Status.ERROR, INTERNAL.code, INTERNAL
-        record = await self._settle_usage(status, error_code, usage, outcome.ttft_ms, latency_ms)
-        await self._save(status, content, error_code, finish_reason, getattr(record, "pk", None))
+        candidate = self._candidate
+        end = AnswerEnd(
+            message_id=self.message_id,
+            chat_id=self.chat_id,
+            title=self._title,
+            status=status,
+            content=content,
+            provider=candidate.provider if candidate else self.provider,
+            model=candidate.model if candidate else self.model,
+            credential_id=candidate.credential_id if candidate else None,
+            error_code=error_code,
+            finish_reason=finish_reason,
+        )
+        usage_fields = {
+            "status": _USAGE_STATUS[status],
+            "error_code": error_code,
+            "latency_ms": latency_ms,
+            "ttft_ms": outcome.ttft_ms,
+            "chat_id": self.chat_id,
+        }
+        record = await self._settle_on_loop(end, usage, usage_fields)
+        if record is _NOT_ON_LOOP:
+            record = await db_hop(
+                _settle_answer,
+                admission=self._admission,
+                candidate=candidate,
+                usage=usage,
+                usage_fields=usage_fields,
+                end=end,
+                key=self._key,
+                owner=self._owner,
+            )
         self.finished = True
         reply = Reply(
             message_id=self.message_id,
@@ -376,6 +410,36 @@ class Generation:
         await self._emit_end(reply)
         return reply
 
+    async def _settle_on_loop(
+        self, end: AnswerEnd, usage: Usage | None, usage_fields: dict[str, Any]
+    ) -> Any:
+        """The usage record and the answer's final state in one transaction on the event loop,
+        then the lock's release (`providers.admission.settle_on_loop`); `_NOT_ON_LOOP` when that
+        is not possible, with nothing written."""
+        if not presence.on_loop():
+            return _NOT_ON_LOOP
+        try:
+            record = await billing.settle_on_loop(
+                self._admission,
+                self._candidate,
+                usage,
+                also=lambda usage_id: end.statements(usage_id, timezone.now()),
+                **usage_fields,
+            )
+        except Exception:
+            logger.exception("settling request %s on the event loop failed", self.request_id)
+            # Rolled back, or (a failure after the commit) complete: the thread path writes the
+            # rows, or finds the ledger row there and saves the same final state again.
+            return _NOT_ON_LOOP
+        if record is None:
+            return _NOT_ON_LOOP
+        try:
+            await presence.arelease(key=self._key, owner=self._owner)
+        except Exception:
+            # The lock expires by itself; until then the chat refuses new messages as busy.
+            logger.exception("releasing the lock of chat %s failed", self.chat_id)
+        return record
+
     async def _rows_written(self) -> bool:
         if self.message_id is not None:
             return True
@@ -386,51 +450,6 @@ class Generation:
             return False
         return True
 
-    async def _settle_usage(
-        self, status: str, error_code: str, usage: Usage | None, ttft_ms: int | None, latency: int
-    ) -> Any:
-        try:
-            return await billing.settle(
-                admission=self._admission,
-                candidate=self._candidate,
-                usage=usage,
-                status=_USAGE_STATUS[status],
-                error_code=error_code,
-                latency_ms=latency,
-                ttft_ms=ttft_ms,
-                chat_id=self.chat_id,
-            )
-        except Exception:
-            # The message must still be saved and the chat unlocked; the ledger's own sweep
-            # returns a reservation left behind.
-            logger.exception("settling request %s failed", self.request_id)
-            return None
-
-    async def _save(
-        self, status: str, content: str, error_code: str, finish_reason: str, usage_id: int | None
-    ) -> None:
-        candidate = self._candidate
-        try:
-            await db_hop(
-                answer_finish,
-                message_id=self.message_id,
-                chat_id=self.chat_id,
-                title=self._title,
-                key=self._key,
-                owner=self.request_id,
-                status=status,
-                content=content,
-                provider=candidate.provider if candidate else self.provider,
-                model=candidate.model if candidate else self.model,
-                credential_id=candidate.credential_id if candidate else None,
-                error_code=error_code,
-                finish_reason=finish_reason,
-                usage_id=usage_id,
-            )
-        except Exception:
-            logger.exception("saving message %s failed", self.message_id)
-            await db_hop(presence.lock_release, key=self._key, owner=self.request_id)
-
     async def _emit_end(self, reply: Reply) -> None:
         # Clients see `start` before the `done` or `error` of every answer with a message.
         if not self._start_sent and self.message_id is not None:
@@ -440,6 +459,33 @@ class Generation:
             await self._emit(encode(error_frame(reply)), kind="error")
         else:
             await self._emit(encode(done_frame(reply)), kind="done")
+
+
+def _settle_answer(
+    *,
+    admission: billing.Admission,
+    candidate: Candidate | None,
+    usage: Usage | None,
+    usage_fields: dict[str, Any],
+    end: AnswerEnd,
+    key: str,
+    owner: str,
+) -> Any:
+    """The settlement hop: the usage record, then the answer's final state and the release of
+    the chat's lock (`answer_finish`). Each step runs whatever failed before it; the usage
+    record is returned, or None when it could not be written."""
+    record = None
+    try:
+        record = billing.settle_sync(admission, candidate, usage, **usage_fields)
+    except Exception:
+        # The message must still be saved and the chat unlocked; the ledger's own sweep
+        # returns a reservation left behind.
+        logger.exception("settling request %s failed", admission.request_id)
+    try:
+        answer_finish(end=end, usage_id=getattr(record, "pk", None), key=key, owner=owner)
+    except Exception:
+        logger.exception("saving message %s failed", end.message_id)
+    return record
 
 
 def _last_tried(error: ProviderError, route: Route) -> Candidate | None:

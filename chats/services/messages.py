@@ -1,87 +1,71 @@
 """The path of one message, for every entry point (REST, the legacy route, the WebSocket).
 
-    generation = await message_start(...)   # gate, lock, route, context, admission
-    reply = await generation.run()           # rows, stream, fan out, settle exactly once
+    generation = await message_start(...)   # gate, lock, route, context, admission, rows
+    reply = await generation.run()           # stream, fan out, settle exactly once
 
 `message_start` does everything that decides whether the provider is called, and raises an
 `ApiError` when it must not be (unknown chat, revoked access, busy chat, invalid parameters,
 admission refused): then nothing is stored and no reservation or lock is left behind. Past it,
 `Generation.run` always settles (see `chats.services.generation`).
 
-Before the first token the path costs two thread hops of database and cache work (this module's
-first hop, then the user message and answer placeholder, written while the provider call opens)
-plus routing and admission; no database write happens per token.
+The first steps are taken on the event loop where the services allow (PostgreSQL and Redis: no
+thread hop before the first token), else in as few thread hops as possible: a socket knows its
+chat's default provider and model (`hint`), so the route is resolved from them before the first
+hop, and that one hop checks the caller's rights, takes the chat's lock, reads the history,
+admits the call and writes the rows. If the chat's defaults or the organisation's settings
+changed meanwhile (or there is no hint, as for REST), the guess is dropped: the route is resolved
+from the chat as read, and a second hop admits and writes. See `chats.services.begin`. No
+database write happens per token.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-
-from django.conf import settings
 
 from accounts.models import ApiToken, Membership, Organization
-from chats.models import Chat
-from chats.selectors import chat_for_message, history_for_context
-from chats.services import presence
-from chats.services.context import context_build, title_from
-from chats.services.errors import ChatBusy, InputError, ProviderFailed
+from chats.services import begin, presence
+from chats.services.begin import ChatDefaults, Guess, defaults_of, prepare
+from chats.services.context import title_from
+from chats.services.errors import InputError, ProviderFailed
 from chats.services.generation import Generation, Reply, Sink
-from chats.services.inputs import MessageInput, params_check
+from chats.services.inputs import MessageInput
 from config.dbhop import db_hop
-from providers import admission as billing
 from providers.calls import CallParams
 from providers.routing import Route, RouteError, aresolve
 
-__all__ = ["Generation", "Reply", "Sink", "message_send", "message_start"]
+__all__ = ["ChatDefaults", "Generation", "Reply", "Sink", "message_send", "message_start"]
 
 
-@dataclass(slots=True)
-class _Begun:
-    chat: Chat
-    key: str
-    history: list[tuple[str, str]]
-    watchers: int
-
-
-def _begin(*, membership: Membership, token: ApiToken | None, chat_id: int, owner: str) -> _Begun:
-    """The first hop: rights and the chat gate (one query), the chat's lock, the history, the
-    count of sockets watching the chat."""
-    chat = chat_for_message(membership=membership, token=token, chat_id=chat_id)
-    key = presence.chat_key(chat)
-    if not presence.lock_acquire(key=key, owner=owner):
-        raise ChatBusy()
-    try:
-        history = history_for_context(chat_id=chat.pk)
-        watchers = presence.watchers_count(key=key)
-    except BaseException:
-        presence.lock_release(key=key, owner=owner)
-        raise
-    return _Begun(chat, key, history, watchers)
-
-
-async def _route(*, organization: Organization, chat: Chat, message: MessageInput) -> Route:
+async def _route(
+    *, organization: Organization, defaults: ChatDefaults, message: MessageInput
+) -> Route:
     """The message's provider and model, else the chat's defaults, else the organisation's."""
+    default_provider, default_model = defaults
     if message.provider:
         provider = message.provider
-        same = message.provider == chat.default_provider
-        model = message.model or (chat.default_model if same else "") or None
+        same = message.provider == default_provider
+        model = message.model or (default_model if same else "") or None
     else:
-        provider = chat.default_provider or None
-        model = message.model or chat.default_model or None
+        provider = default_provider or None
+        model = message.model or default_model or None
     try:
         return await aresolve(organization=organization, provider=provider, model=model)
     except RouteError as exc:
         raise InputError.one(exc.field, exc.code, exc.message) from None
 
 
-def _max_tokens(message: MessageInput, route: Route) -> int:
-    """The output cap sent to the provider, explicit so the reservation matches the call."""
-    if message.max_tokens is not None:
-        return message.max_tokens
-    endpoint = route.candidates[0].endpoint if route.candidates else None
-    default = (endpoint and endpoint.default_max_tokens) or settings.GATEHOUSE_DEFAULT_MAX_TOKENS
-    return min(default, route.limits.max_output_tokens)
+async def _guess(
+    membership: Membership, hint: ChatDefaults | None, message: MessageInput
+) -> Guess | None:
+    if hint is None:
+        return None
+    organization = membership.organization
+    version = organization.settings_version
+    try:
+        route = await _route(organization=organization, defaults=hint, message=message)
+    except InputError:
+        return None  # perhaps stale defaults: the chat as read decides, and reports
+    return Guess(route, hint, version)
 
 
 async def message_start(
@@ -93,52 +77,61 @@ async def message_start(
     request_id: str | None = None,
     sink: Sink | None = None,
     origin: str | None = None,
+    hint: ChatDefaults | None = None,
+    cancel_channel: str | None = None,
 ) -> Generation:
     """Everything before the provider call. `membership` must have its organisation loaded;
     `token` is the caller's API token (its revocation ends access); `sink` receives the frames of
-    the caller's own socket; `origin` is that socket's channel name (never sent its own copies).
-    Raises `ApiError` (nothing stored) when the call must not happen."""
+    the caller's own socket; `origin` is that socket's channel name (never sent its own copies);
+    `hint` the chat's defaults as the caller last saw them (`Generation.defaults` tells the
+    current ones); `cancel_channel` where a cancel reaches the answer when that is not `origin`
+    (a REST request's). Raises `ApiError` (nothing stored) when the call must not happen."""
     request_id = request_id or uuid.uuid4().hex
-    begun = await db_hop(
-        _begin, membership=membership, token=token, chat_id=chat_id, owner=request_id
-    )
-    try:
-        route = await _route(organization=membership.organization, chat=begun.chat, message=message)
-        max_tokens = _max_tokens(message, route)
-        params_check(
-            message,
-            model=route.model,
-            max_output_tokens=route.limits.max_output_tokens,
-            temperature_range=route.limits.temperature_range,
-        )
-        context = context_build(
-            system_prompt=begun.chat.system_prompt,
-            history=begun.history,
-            content=message.content,
-            context_window=route.limits.context_window,
-            max_tokens=max_tokens,
-        )
-        admission = await billing.admit(
-            request_id=request_id,
+    # The lock names the channel generating the answer: any process finds it there.
+    owner = presence.lock_owner(request_id, cancel_channel or origin)
+    loop = presence.on_loop()
+    if loop:
+        begun = await begin.abegin(membership=membership, token=token, chat_id=chat_id, owner=owner)
+    else:
+        begun = await db_hop(
+            begin.begin_sync,
             membership=membership,
-            route=route,
-            messages=context,
-            max_tokens=max_tokens,
+            token=token,
+            chat_id=chat_id,
+            owner=owner,
+            request_id=request_id,
+            message=message,
+            guess=await _guess(membership, hint, message),
         )
-    except BaseException:
-        await db_hop(presence.lock_release, key=begun.key, owner=request_id)
-        raise
+    admitted = begun.admitted
+    if admitted is None:
+        try:
+            organization = membership.organization
+            route = await _route(
+                organization=organization, defaults=defaults_of(begun.chat), message=message
+            )
+            prepared = prepare(message, route, begun)
+            steps = (membership, begun, message, route, prepared, request_id)
+            if loop:
+                admitted = await begin.aadmit_and_store(*steps)
+            else:
+                admitted = await db_hop(begin.admit_and_store_sync, *steps)
+        except BaseException:
+            await db_hop(presence.lock_release, key=begun.key, owner=owner)
+            raise
     return Generation(
         chat_id=begun.chat.pk,
         key=begun.key,
         group=presence.group_name(begun.chat),
         request_id=request_id,
-        content=message.content,
+        owner=owner,
         title=None if begun.chat.title else title_from(message.content),
-        route=route,
-        context=context,
-        params=CallParams(temperature=message.temperature, max_tokens=max_tokens),
-        admission=admission,
+        route=admitted.route,
+        context=admitted.context,
+        params=CallParams(temperature=message.temperature, max_tokens=admitted.max_tokens),
+        admission=admitted.admission,
+        ids=admitted.ids,
+        defaults=defaults_of(begun.chat),
         sink=sink,
         origin=origin,
         # The caller's own socket is one of the watchers.
@@ -155,11 +148,21 @@ async def message_send(
     request_id: str | None = None,
 ) -> Reply:
     """The whole path for clients that wait for the finished answer (REST). Sockets open on the
-    chat see it stream. A provider failure raises `ProviderFailed` after the message is saved."""
+    chat see it stream; a cancel from anywhere (`chats.services.cancelling`) stops it, and the
+    reply is then the `cancelled` answer with the text so far. A provider failure raises
+    `ProviderFailed` after the message is saved."""
+    from chats.services.cancelling import cancellable_channel, run_cancellable
+
+    layer, channel = await cancellable_channel()
     generation = await message_start(
-        membership=membership, chat_id=chat_id, message=message, token=token, request_id=request_id
+        membership=membership,
+        chat_id=chat_id,
+        message=message,
+        token=token,
+        request_id=request_id,
+        cancel_channel=channel,
     )
-    reply = await generation.run()
+    reply = await run_cancellable(generation, layer, channel)
     if reply.error is not None:
         raise ProviderFailed(
             reply.error.code,

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from chats.models import Chat
+from config import apg, aredis
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,19 @@ def _created_us(chat: Chat) -> int:
     return int(chat.created_at.timestamp() * 1_000_000)
 
 
+def lock_owner(request_id: str, channel: str | None) -> str:
+    """The lock's value for an answer: its request id, and the channel-layer channel that
+    generates it, where a cancel reaches it (`chats.services.cancelling`)."""
+    return f"{request_id} {channel or ''}"
+
+
+def owner_channel(owner: object) -> str | None:
+    """The channel named in a lock value (None: none, or no lock)."""
+    if not isinstance(owner, str):
+        return None
+    return owner.partition(" ")[2] or None
+
+
 def lock_ttl() -> int:
     return int(settings.GATEHOUSE_TIMEOUT_TOTAL + DRAIN_SECONDS + LOCK_MARGIN_SECONDS)
 
@@ -50,6 +64,34 @@ def lock_ttl() -> int:
 def lock_acquire(*, key: str, owner: str) -> bool:
     """`cache.add` is atomic in every backend that matters (Redis SET NX): one winner."""
     return cache.add(f"{key}:lock", owner, lock_ttl())
+
+
+async def aclaim(*, key: str, owner: str) -> tuple[bool, int]:
+    """`lock_acquire` and `watchers_count` in one round trip from the event loop (Redis only:
+    see `config.aredis`): whether the lock was taken, and how many sockets watch the chat."""
+    pipe = aredis.client().pipeline(transaction=False)
+    pipe.set(aredis.key(f"{key}:lock"), aredis.dumps(owner), nx=True, ex=lock_ttl())
+    pipe.get(aredis.key(f"{key}:watchers"))
+    taken, watchers = await pipe.execute()
+    return bool(taken), int(aredis.loads(watchers) or 0)
+
+
+# Compare-and-delete in one step: only the holder's value deletes the key.
+_RELEASE_LUA = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+def on_loop() -> bool:
+    """Whether the chat lock and watcher count can be reached from the event loop (Redis), and
+    the database too (PostgreSQL): the conditions of the message path's hop-free steps."""
+    return aredis.enabled() and apg.enabled()
+
+
+async def arelease(*, key: str, owner: str) -> None:
+    """`lock_release` from the event loop, in one round trip."""
+    await aredis.client().eval(_RELEASE_LUA, 1, aredis.key(f"{key}:lock"), aredis.dumps(owner))
 
 
 def lock_release(*, key: str, owner: str) -> None:

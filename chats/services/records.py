@@ -9,11 +9,14 @@ tests goes through these statements).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.db import connection, transaction
 from django.utils import timezone
 
 from chats.models import Chat, Message
 from chats.services import presence
+from config import apg
 from providers.routing import Route
 
 _TABLE = Message._meta.db_table
@@ -28,6 +31,7 @@ _FINISH_SQL = (
     "credential_id = %s, error_code = %s, finish_reason = %s, usage_id = %s, updated_at = %s "
     "WHERE id = %s"
 )
+_TITLE_SQL = f"UPDATE {Chat._meta.db_table} SET title = %s WHERE id = %s AND title = ''"  # noqa: S608
 
 
 def _now() -> object:
@@ -43,6 +47,19 @@ def _relaxed_commit() -> None:
             cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
 
+def _rows(chat_id: int, content: str, route: Route, request_id: str, now: object) -> list[object]:
+    user = [chat_id, Message.Role.USER.value, content, Message.Status.COMPLETE.value]
+    user += ["", "", None, "", "", "", None, now, now]
+    answer = [chat_id, Message.Role.ASSISTANT.value, "", Message.Status.STREAMING.value]
+    answer += [route.provider, route.model, None, "", "", request_id, None, now, now]
+    return [*user, *answer]
+
+
+def _ids(rows: list[tuple[int, str]]) -> tuple[int, int]:
+    ids = {role: pk for pk, role in rows}
+    return ids[Message.Role.USER.value], ids[Message.Role.ASSISTANT.value]
+
+
 def messages_store(*, chat_id: int, content: str, route: Route, request_id: str) -> tuple[int, int]:
     """The user message and the answer's placeholder (`streaming`), in one INSERT. Returns
     (user message id, answer id)."""
@@ -50,16 +67,19 @@ def messages_store(*, chat_id: int, content: str, route: Route, request_id: str)
         return _messages_store_orm(
             chat_id=chat_id, content=content, route=route, request_id=request_id
         )
-    now = _now()
-    user = [chat_id, Message.Role.USER.value, content, Message.Status.COMPLETE.value]
-    user += ["", "", None, "", "", "", None, now, now]
-    answer = [chat_id, Message.Role.ASSISTANT.value, "", Message.Status.STREAMING.value]
-    answer += [route.provider, route.model, None, "", "", request_id, None, now, now]
     with transaction.atomic(), connection.cursor() as cursor:
         _relaxed_commit()
-        cursor.execute(_INSERT_SQL, [*user, *answer])
-        ids = {role: pk for pk, role in cursor.fetchall()}
-    return ids[Message.Role.USER.value], ids[Message.Role.ASSISTANT.value]
+        cursor.execute(_INSERT_SQL, _rows(chat_id, content, route, request_id, _now()))
+        return _ids(cursor.fetchall())
+
+
+async def amessages_store(
+    *, chat_id: int, content: str, route: Route, request_id: str
+) -> tuple[int, int]:
+    """`messages_store` from the event loop (`config.apg`): the one INSERT, committed by itself.
+    It runs while the provider call opens, so its commit's wait is off the first token's way."""
+    rows = _rows(chat_id, content, route, request_id, timezone.now())
+    return _ids(await apg.fetchall(_INSERT_SQL, rows))
 
 
 def _messages_store_orm(
@@ -80,31 +100,39 @@ def _messages_store_orm(
     return user.pk, answer.pk
 
 
-def answer_finish(
-    *,
-    message_id: int | None,
-    chat_id: int,
-    title: str | None,
-    key: str,
-    owner: str,
-    status: str,
-    content: str,
-    provider: str,
-    model: str,
-    credential_id: int | None,
-    error_code: str,
-    finish_reason: str,
-    usage_id: int | None,
-) -> None:
+@dataclass(frozen=True, slots=True)
+class AnswerEnd:
+    """The final state of an answer, as settlement saves it."""
+
+    message_id: int | None
+    chat_id: int
+    title: str | None  # the chat's title, to set if it has none (its first exchange)
+    status: str
+    content: str
+    provider: str
+    model: str
+    credential_id: int | None
+    error_code: str
+    finish_reason: str
+
+    def statements(self, usage_id: int | None, now: object) -> list[tuple[str, list[object]]]:
+        """The UPDATEs that save it (`now` adapted for the connection that runs them)."""
+        found: list[tuple[str, list[object]]] = []
+        if self.message_id is not None:
+            values = [self.status, self.content, self.provider, self.model, self.credential_id]
+            values += [self.error_code, self.finish_reason, usage_id, now, self.message_id]
+            found.append((_FINISH_SQL, values))
+        if self.title:
+            found.append((_TITLE_SQL, [self.title, self.chat_id]))
+        return found
+
+
+def answer_finish(*, end: AnswerEnd, usage_id: int | None, key: str, owner: str) -> None:
     """The answer's final state, the title of a chat's first exchange (set here, off the way
     to the first token), then the release of the chat's lock, whatever failed before it."""
     try:
-        if message_id is not None:
-            values = [status, content, provider, model, credential_id, error_code]
-            values += [finish_reason, usage_id, _now(), message_id]
-            with connection.cursor() as cursor:
-                cursor.execute(_FINISH_SQL, values)
-        if title:
-            Chat.objects.filter(pk=chat_id, title="").update(title=title)
+        with connection.cursor() as cursor:
+            for sql, values in end.statements(usage_id, _now()):
+                cursor.execute(sql, values)
     finally:
         presence.lock_release(key=key, owner=owner)

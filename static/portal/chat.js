@@ -25,6 +25,7 @@ const maxTokensInput = document.getElementById("max-tokens");
 
 const PARAMS_KEY = `gatehouse.chat.${root.dataset.chatId}.params`;
 const CLOSE_ACCESS_REVOKED = 4403;
+const CLOSE_CHAT_DELETED = 4404;
 
 let socket = null;
 let connected = false;
@@ -365,6 +366,11 @@ function onClose(event) {
   if (event.code === CLOSE_ACCESS_REVOKED) {
     setConnected(false, "Disconnected");
     showAlert({ code: "access_revoked" });
+    return;
+  }
+  if (event.code === CLOSE_CHAT_DELETED) {
+    // Its `chat_deleted` error frame is on screen already; there is nothing to reconnect to.
+    setConnected(false, "Chat deleted");
     return;
   }
   setConnected(false);

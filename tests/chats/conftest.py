@@ -7,8 +7,10 @@ import time
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.db import connections
+from rest_framework.test import APIClient
 
 from accounts.models import Membership
 from accounts.tokens import token_issue
@@ -102,3 +104,41 @@ async def settled(message_id: int, timeout: float = 15.0) -> Message:
 
 def text_of(frames: list[dict]) -> str:
     return "".join(f["delta"] for f in frames if f["type"] == "token")
+
+
+def api_client(membership: Membership) -> APIClient:
+    """A client with a token of its own: a second client of the same member, for a request made
+    while another is in flight."""
+    client = APIClient()
+    secret = token_issue(membership=membership, name="second").secret
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    return client
+
+
+def rest_send(client: APIClient, chat: Chat, content: str) -> asyncio.Future:
+    """`POST /api/chats/{id}/messages` in a thread of its own, as a concurrent HTTP request would
+    be; it answers when the answer is finished."""
+    post = sync_to_async(_post_and_close, thread_sensitive=False)
+    return asyncio.ensure_future(
+        post(client, f"/api/chats/{chat.pk}/messages", {"content": content})
+    )
+
+
+def _post_and_close(client: APIClient, url: str, body: dict) -> Any:
+    try:
+        return client.post(url, body, format="json")
+    finally:
+        # The thread is one of asgiref's pool, which outlives the test: leave no connection.
+        connections.close_all()
+
+
+async def streaming(chat: Chat, timeout: float = 5.0) -> Message:
+    """The chat's assistant message once its answer is being generated (its row is written as
+    the provider call opens)."""
+    deadline = time.monotonic() + timeout
+    answers = Message.objects.filter(chat=chat, role=Message.Role.ASSISTANT)
+    while (message := await answers.filter(status=Message.Status.STREAMING).afirst()) is None:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no answer streaming in chat {chat.pk} after {timeout}s")
+        await asyncio.sleep(0.02)
+    return message

@@ -24,7 +24,8 @@ from tests.chats.conftest import (
     text_of,
 )
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Both ways on PostgreSQL and Redis: in thread hops, and on the event loop (chats.services.begin).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("db_path")]
 
 SLOW = "sim:chunks=60 sim:delay=0.03"
 

@@ -11,6 +11,7 @@ CHAT_PATHS = {
     "/api/chats/{id}",
     "/api/chats/{id}/archive",
     "/api/chats/{id}/unarchive",
+    "/api/chats/{id}/cancel",
     "/api/chats/{chat_id}/messages",
     "/api/system-prompts",
     "/api/system-prompts/{id}",
@@ -33,3 +34,9 @@ def test_sending_a_message_documents_its_errors() -> None:
     schema = SchemaGenerator().get_schema(request=None, public=True)
     responses = schema["paths"]["/api/chats/{chat_id}/messages"]["post"]["responses"]
     assert {"201", "400", "402", "404", "409", "429", "502"} <= set(responses)
+
+
+def test_cancelling_documents_its_answers() -> None:
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    responses = schema["paths"]["/api/chats/{id}/cancel"]["post"]["responses"]
+    assert set(responses) == {"202", "404", "409"}

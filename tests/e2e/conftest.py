@@ -178,3 +178,38 @@ def second_daphne(
         pytest.skip("two server processes share state only through Redis (set REDIS_URL)")
     with daphne_server(server_env, tmp_path_factory.mktemp("daphne2") / "daphne.log") as server:
         yield server
+
+
+# A server settles calls after their answers went out (the ledger row lands a few milliseconds
+# later), and may still be committing when a test ends. The test database's flush (TRUNCATE) then
+# races that commit and PostgreSQL can break the tie with "deadlock detected", failing the next
+# test's set-up. So a test that used a live server ends only once the server's connections are idle.
+_BUSY_SQL = (
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+    "AND pid <> pg_backend_pid() AND state IS NOT NULL AND state <> 'idle'"
+)
+
+
+def wait_until_servers_idle(timeout: float = 10.0) -> None:
+    """Until no other connection to the test database is inside a statement or transaction (seen
+    twice in a row, a little apart). PostgreSQL only: SQLite waits on its own file lock."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    deadline, quiet = time.monotonic() + timeout, 0
+    while quiet < 2 and time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(_BUSY_SQL)
+            quiet = quiet + 1 if cursor.fetchone()[0] == 0 else 0
+        time.sleep(0.03)
+
+
+@pytest.fixture(autouse=True)
+def _servers_idle_at_teardown(
+    request: pytest.FixtureRequest, django_db_blocker: object
+) -> Iterator[None]:
+    yield
+    if "live_daphne" in request.fixturenames or "second_daphne" in request.fixturenames:
+        with django_db_blocker.unblock():  # type: ignore[attr-defined]
+            wait_until_servers_idle()

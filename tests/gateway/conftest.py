@@ -33,6 +33,7 @@ PROVIDERS = list(MODELS)
 # The e2e suite's live server, reused (fixtures become this directory's by being named here).
 server_env = e2e.server_env
 live_daphne = e2e.live_daphne
+_servers_idle_at_teardown = e2e._servers_idle_at_teardown
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,8 @@ from providers.models import (
 )
 from providers.routing import ModelLimits, Route
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Both ways on PostgreSQL: in thread hops, and on the event loop (no hop: config.apg).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("db_path")]
 
 HELLO = [{"role": "user", "content": "x" * 400}]  # estimated at 100 input tokens
 Source = UsageRecord.PriceSource
@@ -335,7 +336,7 @@ async def test_zero_priced_model_is_never_blocked_by_a_budget(acme, bob_m, polic
 
 def _count_queries(membership, the_route) -> list[str]:
     with CaptureQueriesContext(connection) as captured:
-        admissions._admit_sync(rid(), membership, the_route, 10, 10)
+        admissions.admit_sync(rid(), membership, the_route, 10, 10)
     return [q["sql"] for q in captured.captured_queries]
 
 

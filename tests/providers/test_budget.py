@@ -25,7 +25,7 @@ from accounts.models import Membership, User
 from accounts.services import organization_create
 from providers import budget
 from providers.adapters.base import Endpoint, Usage
-from providers.admission import AdmissionRefused, _admit_sync, _release_sync, _settle_sync
+from providers.admission import AdmissionRefused, admit_sync, release_sync, settle_sync
 from providers.budget import BudgetExceeded, LimitRef
 from providers.calls import Candidate
 from providers.models import PriceOverride, Reservation, SpendingCounter, SpendingLimit
@@ -295,7 +295,7 @@ def test_any_interleaving_keeps_hard_limits_and_matches_the_ledger(
         if op[0] == "admit":
             rid = uuid.uuid4().hex
             try:
-                admission = _admit_sync(rid, membership, _route(), 10, op[1])
+                admission = admit_sync(rid, membership, _route(), 10, op[1])
             except AdmissionRefused as exc:
                 assert exc.code == "budget_exceeded"
             else:
@@ -307,7 +307,7 @@ def test_any_interleaving_keeps_hard_limits_and_matches_the_ledger(
             if op[0] == "settle" and rid in outstanding:
                 # Real use never exceeds the worst case the admission reserved.
                 usage = Usage(int(10 * op[2]), int(admission.max_tokens * op[3]))
-                _settle_sync(
+                settle_sync(
                     admission,
                     _route().candidates[0],
                     usage,
@@ -321,7 +321,7 @@ def test_any_interleaving_keeps_hard_limits_and_matches_the_ledger(
                 del outstanding[rid]
             elif op[0] == "settle_again" and rid in settled:
                 before = list(SpendingCounter.objects.values_list("id", "spent", "reserved"))
-                _settle_sync(
+                settle_sync(
                     admission,
                     None,
                     Usage(10, 10),
@@ -335,7 +335,7 @@ def test_any_interleaving_keeps_hard_limits_and_matches_the_ledger(
                     list(SpendingCounter.objects.values_list("id", "spent", "reserved")) == before
                 )
             elif op[0] == "release" and rid in outstanding:
-                _release_sync(admission)
+                release_sync(admission)
                 del outstanding[rid]
             elif op[0] == "expire" and rid in outstanding:
                 # The process holding it died: it never settles; the sweeper gives it back.
@@ -383,11 +383,11 @@ def test_concurrent_admissions_never_overshoot_a_hard_limit() -> None:
             for _ in range(calls_each):
                 rid = uuid.uuid4().hex
                 try:
-                    admission = _admit_sync(rid, membership, _route(), 0, 15)  # 15 x 0.002
+                    admission = admit_sync(rid, membership, _route(), 0, 15)  # 15 x 0.002
                 except AdmissionRefused as exc:
                     outcome = exc.code
                 else:
-                    _settle_sync(
+                    settle_sync(
                         admission,
                         _route().candidates[0],
                         Usage(0, 15),
@@ -428,7 +428,7 @@ django.setup()
 from decimal import Decimal
 from accounts.models import Membership
 from providers.adapters.base import Endpoint, Usage
-from providers.admission import AdmissionRefused, _admit_sync, _settle_sync
+from providers.admission import AdmissionRefused, admit_sync, settle_sync
 from providers.calls import Candidate
 from providers.routing import ModelLimits, Route
 
@@ -439,11 +439,11 @@ membership = Membership.objects.select_related("organization").get(pk=membership
 time.sleep(max(0.0, start_at - time.time()))
 for _ in range(calls):
     try:
-        admission = _admit_sync(uuid.uuid4().hex, membership, route, 0, 15)
+        admission = admit_sync(uuid.uuid4().hex, membership, route, 0, 15)
     except AdmissionRefused as exc:
         print("outcome", exc.code, flush=True)
         continue
-    _settle_sync(admission, candidate, Usage(0, 15), status="ok", error_code="",
+    settle_sync(admission, candidate, Usage(0, 15), status="ok", error_code="",
                  latency_ms=1, ttft_ms=1, chat_id=None)
     print("outcome", "ok", flush=True)
 """

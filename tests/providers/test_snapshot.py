@@ -27,7 +27,7 @@ def fresh(membership: Membership) -> Membership:
 
 
 def admit(membership: Membership, max_tokens: int = 10) -> admissions.Admission:
-    return admissions._admit_sync(rid(), membership, route(), 100, max_tokens)
+    return admissions.admit_sync(rid(), membership, route(), 100, max_tokens)
 
 
 def test_a_limit_created_here_applies_to_the_next_call(acme, bob_membership) -> None:
