@@ -142,15 +142,21 @@ async def fetchall(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
 
 
 @asynccontextmanager
-async def transaction() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+async def transaction(*, pipeline: bool = False) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
     """A connection inside a transaction: committed when the block ends, rolled back when it
-    raises (the exception goes on)."""
+    raises (the exception goes on). With `pipeline`, statements are sent without waiting for
+    each other's results (psycopg's pipeline mode): only reading a result, and the end of the
+    block, wait for the server."""
     pool = _pool()
     conn = await pool.acquire()
     broken = True
     try:
-        async with conn.transaction():
-            yield conn
+        if pipeline:
+            async with conn.pipeline(), conn.transaction():
+                yield conn
+        else:
+            async with conn.transaction():
+                yield conn
         broken = False
     except Exception as exc:
         # Rolled back: the connection is as good as before, unless the connection itself failed.

@@ -530,19 +530,13 @@ async def settle_on_loop(
     )
     sql, values = insert_statement(record)
     try:
-        async with apg.transaction() as conn:
-            # First: a duplicate stops here, before counters.
-            record_id = (await (await conn.execute(sql, values)).fetchone())[0]
-            charged: list[budget.Charged] = []
-            if admission.limits:
-                found = await budget.asettle(
-                    conn, request_id=admission.request_id, slots=slots, cost=cost_value
-                )
-                if found is None:
-                    raise _Fallback
-                charged = found
-            for statement, params in also(record_id) if also else ():
-                await conn.execute(statement, params)
+        if not admission.limits and also is None:
+            # No limit applied at admission: the ledger row is all there is.
+            record_id, charged = (await apg.fetchone(sql, values))[0], []
+        else:
+            record_id, charged = await _settle_statements(
+                admission, slots, cost_value, (sql, values), also
+            )
     except (_Fallback, psycopg.IntegrityError):
         return None
     inserted(record, record_id)
@@ -552,6 +546,45 @@ async def settle_on_loop(
         # unclaimed, and the next settlement fires it.
         await db_hop(_alerts_check_atomic, admission.organization_id, charged)
     return record
+
+
+async def _settle_statements(
+    admission: Admission,
+    slots: Sequence[budget.Slot],
+    cost_value: Decimal | None,
+    insert: tuple[str, Sequence[Any]],
+    also: Also | None,
+) -> tuple[int, list[budget.Charged]]:
+    """The ledger row, the counters and `also`: one statement where at most one counter is
+    charged (`budget.settle_statement`), in a transaction when `also` has statements to commit
+    with it (pipelined: two round trips in all); else the general statements in a transaction."""
+    hard = sum(1 for limit in admission.limits if limit.hard)
+    one = None
+    if hard <= 1:
+        one = budget.settle_statement(
+            insert=insert[0],
+            values=insert[1],
+            request_id=admission.request_id,
+            slots=slots,
+            cost=cost_value or ZERO,
+        )
+    if one is not None and also is None:
+        return budget.settled(await apg.fetchone(*one), slots)
+    async with apg.transaction(pipeline=one is not None) as conn:
+        if one is not None:
+            record_id, charged = budget.settled(await (await conn.execute(*one)).fetchone(), slots)
+        else:
+            # First: a duplicate stops here, before counters.
+            record_id = (await (await conn.execute(*insert)).fetchone())[0]
+            found = await budget.asettle(
+                conn, request_id=admission.request_id, slots=slots, cost=cost_value
+            )
+            if found is None:
+                raise _Fallback
+            charged = found
+        for statement, params in also(record_id) if also else ():
+            await conn.execute(statement, params)
+    return record_id, charged
 
 
 def _alerts_check_atomic(organization_id: int, charged: list[budget.Charged]) -> None:

@@ -370,6 +370,66 @@ def settle(*, request_id: str, slots: Sequence[Slot], cost: Decimal | None) -> l
         return _apply(_moves_for(reservations, slots, cost or ZERO))
 
 
+# Settlement of a call with at most one counter to charge, in one statement on PostgreSQL (the
+# event loop's connection: `admission.settle_on_loop`): the ledger row's INSERT, the reservations
+# taken, the reservations on other counters given back, and the charged counter created or
+# updated (an upsert: its row may not exist yet in a new period). Its result row tells the
+# ledger row's id and the charged counter, if any. The UPDATE and the upsert touch different
+# rows by construction. Built from constants only; every value is a parameter.
+_SETTLE_ONE_SQL = """
+    WITH rec AS ({insert}),
+    taken AS (
+        DELETE FROM {reservations} WHERE request_id = %s RETURNING counter_id, amount
+    ),
+    unreserved AS (
+        UPDATE {counters} c SET reserved = c.reserved - t.amount
+        FROM (SELECT counter_id, sum(amount) AS amount FROM taken GROUP BY counter_id) t
+        WHERE c.id = t.counter_id
+          AND (c.limit_id, c.period_start) IS DISTINCT FROM
+              (CAST(%s AS bigint), CAST(%s AS timestamptz))
+        RETURNING c.id
+    ),
+    charged AS (
+        INSERT INTO {counters} (limit_id, period_start, period_end, spent, reserved, alert_level)
+        SELECT CAST(%s AS bigint), CAST(%s AS timestamptz), CAST(%s AS timestamptz),
+               CAST(%s AS NUMERIC), 0, 0
+        WHERE CAST(%s AS boolean)
+        ON CONFLICT (limit_id, period_start) DO UPDATE SET
+            spent = {counters}.spent + EXCLUDED.spent,
+            reserved = {counters}.reserved - coalesce(
+                (SELECT sum(amount) FROM taken WHERE taken.counter_id = {counters}.id), 0)
+        RETURNING id, spent, alert_level
+    )
+    SELECT (SELECT id FROM rec), c.id, c.spent, c.alert_level,
+           (SELECT count(*) FROM unreserved)
+    FROM (SELECT 1) AS one LEFT JOIN charged c ON true"""
+
+
+def settle_statement(
+    *, insert: str, values: Sequence[Any], request_id: str, slots: Sequence[Slot], cost: Decimal
+) -> tuple[str, list[Any]] | None:
+    """The one statement settling a call whose ledger row `insert` writes, when at most one
+    counter is charged; None otherwise (`settle` then takes its general path)."""
+    if len(slots) > 1:
+        return None
+    slot = slots[0] if slots else None
+    charge = slot is not None and cost > 0
+    key = [slot.limit.id, slot.start] if charge else [None, None]
+    row = [slot.limit.id, slot.start, slot.end] if slot else [None, None, None]
+    sql = _SETTLE_ONE_SQL.format(
+        insert=insert, reservations=Reservation._meta.db_table, counters=_COUNTERS
+    )
+    return sql, [*values, request_id, *key, *row, cost, charge]
+
+
+def settled(row: Sequence[Any], slots: Sequence[Slot]) -> tuple[Any, list[Charged]]:
+    """(the ledger row's id, the charged counters) from the result of `settle_statement`."""
+    record_id, counter_id, spent, alert_level, _ = row
+    if counter_id is None:
+        return record_id, []
+    return record_id, [Charged(counter_id, slots[0], _money(spent), int(alert_level))]
+
+
 async def asettle(
     conn: Any, *, request_id: str, slots: Sequence[Slot], cost: Decimal | None
 ) -> list[Charged] | None:

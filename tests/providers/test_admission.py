@@ -4,6 +4,7 @@ ledger written exactly once, rate limits, and the counter store failing."""
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -155,6 +156,24 @@ async def test_soft_limits_never_refuse(acme, bob_m) -> None:
     await finish(admission)
     soft = await SpendingCounter.objects.aget()
     assert soft.spent == Decimal("0.00075") and soft.reserved == 0
+
+
+async def test_a_call_ending_in_the_next_period_is_charged_there(acme, bob_m) -> None:
+    monthly = await sync_to_async(limit)(acme, "10")
+    admission = await admit(
+        request_id=rid(), membership=bob_m, route=route(), messages=HELLO, max_tokens=200
+    )
+    # As if admitted last month: its reservation sits on the previous period's counter.
+    held = await SpendingCounter.objects.aget(limit=monthly)
+    held.period_start -= timedelta(days=40)
+    held.period_end -= timedelta(days=40)
+    await held.asave()
+    await finish(admission)
+    old = await SpendingCounter.objects.aget(pk=held.pk)
+    assert (old.spent, old.reserved) == (0, 0)  # given back, charged nothing
+    new = await SpendingCounter.objects.exclude(pk=held.pk).aget(limit=monthly)
+    assert (new.spent, new.reserved) == (Decimal("0.00075"), 0)
+    assert not await Reservation.objects.aexists()
 
 
 def credential(organization, name: str) -> ProviderCredential:

@@ -205,6 +205,7 @@ def test_metadata_addresses_are_refused_without_a_request(event, receiver) -> No
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("db_path")  # the settlement's statements in threads, or on the loop
 async def test_settlement_crossing_a_threshold_emails_admins_and_calls_the_webhook(
     acme, bob_membership, receiver
 ) -> None:
