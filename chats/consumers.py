@@ -165,6 +165,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 sink=self._send_text,
                 origin=self.channel_name,
                 hint=self._defaults,
+                key=self._key,
             )
         except AccessRevoked as exc:
             await self._revoked(exc)

@@ -157,13 +157,37 @@ def prepare(message: MessageInput, route: Route, begun: Begun) -> tuple[int, lis
 
 
 async def abegin(
-    *, membership: Membership, token: ApiToken | None, chat_id: int, owner: str
+    *,
+    membership: Membership,
+    token: ApiToken | None,
+    chat_id: int,
+    owner: str,
+    key: str | None = None,
 ) -> Begun:
     """`begin_sync` on the event loop (see `on_loop`), without the guess: routing costs no hop
-    here, so it simply follows."""
-    chat, history = await achat_for_message(membership=membership, token=token, chat_id=chat_id)
-    key = presence.chat_key(chat)
-    taken, watchers = await presence.aclaim(key=key, owner=owner)
+    here, so it simply follows. With the chat's cache `key` known (a socket's), the gate and
+    the lock go to PostgreSQL and Redis at the same time; a lock taken for a caller the gate
+    then refuses is given back at once."""
+    gate = achat_for_message(membership=membership, token=token, chat_id=chat_id)
+    if key is None:
+        chat, history = await gate
+        key = presence.chat_key(chat)
+        claimed = await presence.aclaim(key=key, owner=owner)
+    else:
+        claiming = asyncio.ensure_future(presence.aclaim(key=key, owner=owner))
+        try:
+            chat, history = await gate
+        except BaseException:
+            if (await claiming)[0]:
+                await presence.arelease(key=key, owner=owner)
+            raise
+        claimed = await claiming
+        if presence.chat_key(chat) != key:  # another chat under a reused id: not this lock
+            if claimed[0]:
+                await presence.arelease(key=key, owner=owner)
+            key = presence.chat_key(chat)
+            claimed = await presence.aclaim(key=key, owner=owner)
+    taken, watchers = claimed
     if not taken:
         raise ChatBusy()
     return Begun(chat, key, history, watchers)

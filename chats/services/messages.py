@@ -79,19 +79,23 @@ async def message_start(
     origin: str | None = None,
     hint: ChatDefaults | None = None,
     cancel_channel: str | None = None,
+    key: str | None = None,
 ) -> Generation:
     """Everything before the provider call. `membership` must have its organisation loaded;
     `token` is the caller's API token (its revocation ends access); `sink` receives the frames of
     the caller's own socket; `origin` is that socket's channel name (never sent its own copies);
     `hint` the chat's defaults as the caller last saw them (`Generation.defaults` tells the
     current ones); `cancel_channel` where a cancel reaches the answer when that is not `origin`
-    (a REST request's). Raises `ApiError` (nothing stored) when the call must not happen."""
+    (a REST request's); `key` the chat's cache key, when the caller knows it (a socket).
+    Raises `ApiError` (nothing stored) when the call must not happen."""
     request_id = request_id or uuid.uuid4().hex
     # The lock names the channel generating the answer: any process finds it there.
     owner = presence.lock_owner(request_id, cancel_channel or origin)
     loop = presence.on_loop()
     if loop:
-        begun = await begin.abegin(membership=membership, token=token, chat_id=chat_id, owner=owner)
+        begun = await begin.abegin(
+            membership=membership, token=token, chat_id=chat_id, owner=owner, key=key
+        )
     else:
         begun = await db_hop(
             begin.begin_sync,

@@ -22,7 +22,6 @@ Contract, for every adapter:
 from __future__ import annotations
 
 import asyncio
-import math
 import ssl
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -158,7 +157,15 @@ def estimate_tokens(text: str) -> int:
     up (OpenAI's published rule of thumb for English), and never less than the word count."""
     if not text:
         return 0
-    return max(math.ceil(len(text) / 4), len(text.split()))
+    by_length = -(-len(text) // 4)
+    # Words are at most the separators plus one: when that bound cannot beat the length rule,
+    # skip the split (the estimate runs over every turn of a chat's history, on every message).
+    if text.isascii():
+        count = text.count
+        separators = count(" ") + count("\n") + count("\t") + count("\r")
+        if separators + count("\x0b") + count("\x0c") < by_length:
+            return by_length
+    return max(by_length, len(text.split()))
 
 
 class Adapter(ABC):

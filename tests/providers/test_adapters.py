@@ -13,6 +13,7 @@ import gc
 import json
 import logging
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -895,3 +896,15 @@ async def test_unreachable_upstream(kind: Kind, make: Make) -> None:
     assert (info.value.code, info.value.retryable) == (ErrorCode.UPSTREAM_UNAVAILABLE, True)
     _, error = await failure(adapter.stream(say(), model=kind.model))
     assert error.code == ErrorCode.UPSTREAM_UNAVAILABLE
+
+
+def test_the_token_estimate_is_the_larger_of_length_over_four_and_the_word_count() -> None:
+    # The shortcut that skips the word split must never change the estimate.
+    rng = random.Random(7)
+    alphabet = "ab c\n\t\r\x0b\x0cé  x\u2003"
+    for _ in range(5000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
+        expected = max(-(-len(text) // 4), len(text.split())) if text else 0
+        assert estimate_tokens(text) == expected, repr(text)
+    assert estimate_tokens("a b c d e f g h") == 8  # short words: the word count wins
+    assert estimate_tokens("abcdefgh") == 2
