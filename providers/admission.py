@@ -357,10 +357,14 @@ async def admit(
     route: Route,
     messages: list[ChatTurn],
     max_tokens: int,
+    input_tokens: int | None = None,
 ) -> Admission:
     """Admit a call or raise `AdmissionRefused`; see the module docstring. On the event loop
-    where that is possible (`_admit_on_loop`), else in one thread hop."""
-    tokens = (estimate_input_tokens(messages), max_tokens)
+    where that is possible (`_admit_on_loop`), else in one thread hop. `input_tokens`: the
+    messages' `estimate_input_tokens`, when the caller has counted it already."""
+    if input_tokens is None:
+        input_tokens = estimate_input_tokens(messages)
+    tokens = (input_tokens, max_tokens)
     admitted = await _admit_on_loop(request_id, membership, route, tokens)
     if admitted is not None:
         return admitted

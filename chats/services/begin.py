@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from django.conf import settings
 
@@ -24,7 +25,7 @@ from accounts.models import ApiToken, Membership
 from chats.models import Chat
 from chats.selectors import achat_for_message, chat_for_message, history_for_context
 from chats.services import presence
-from chats.services.context import context_build
+from chats.services.context import context_counted
 from chats.services.errors import ChatBusy
 from chats.services.generation import spawn
 from chats.services.inputs import MessageInput, params_check
@@ -110,14 +111,12 @@ def admit_and_store_sync(
     begun: Begun,
     message: MessageInput,
     route: Route,
-    prepared: tuple[int, list[ChatTurn]],
+    prepared: Prepared,
     request_id: str,
 ) -> Admitted:
     """Admission, then the rows; a reservation is given back if the rows cannot be written."""
-    max_tokens, context = prepared
-    admission = billing.admit_sync(
-        request_id, membership, route, billing.estimate_input_tokens(context), max_tokens
-    )
+    max_tokens, context, input_tokens = prepared
+    admission = billing.admit_sync(request_id, membership, route, input_tokens, max_tokens)
     try:
         ids = messages_store(
             chat_id=begun.chat.pk, content=message.content, route=route, request_id=request_id
@@ -137,7 +136,13 @@ def max_tokens_for(message: MessageInput, route: Route) -> int:
     return min(default, route.limits.max_output_tokens)
 
 
-def prepare(message: MessageInput, route: Route, begun: Begun) -> tuple[int, list[ChatTurn]]:
+class Prepared(NamedTuple):
+    max_tokens: int
+    context: list[ChatTurn]
+    input_tokens: int  # the context's, estimated
+
+
+def prepare(message: MessageInput, route: Route, begun: Begun) -> Prepared:
     """The output cap and the context; raises `InputError` for parameters the model refuses."""
     max_tokens = max_tokens_for(message, route)
     params_check(
@@ -146,14 +151,14 @@ def prepare(message: MessageInput, route: Route, begun: Begun) -> tuple[int, lis
         max_output_tokens=route.limits.max_output_tokens,
         temperature_range=route.limits.temperature_range,
     )
-    context = context_build(
+    context, input_tokens = context_counted(
         system_prompt=begun.chat.system_prompt,
         history=begun.history,
         content=message.content,
         context_window=route.limits.context_window,
         max_tokens=max_tokens,
     )
-    return max_tokens, context
+    return Prepared(max_tokens, context, input_tokens)
 
 
 async def abegin(
@@ -198,19 +203,20 @@ async def aadmit_and_store(
     begun: Begun,
     message: MessageInput,
     route: Route,
-    prepared: tuple[int, list[ChatTurn]],
+    prepared: Prepared,
     request_id: str,
 ) -> Admitted:
     """`admit_and_store_sync` on the event loop: admission (with no hop where it can:
     `providers.admission.admit`), then the rows' INSERT started, to finish while the provider
     call opens."""
-    max_tokens, context = prepared
+    max_tokens, context, input_tokens = prepared
     admission = await billing.admit(
         request_id=request_id,
         membership=membership,
         route=route,
         messages=context,
         max_tokens=max_tokens,
+        input_tokens=input_tokens,
     )
     rows = spawn(
         amessages_store(

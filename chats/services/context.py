@@ -28,6 +28,27 @@ def context_build(
     answer (`max_tokens`); history fills what is left, newest first, and the oldest turns are
     dropped. Tokens are estimated (the provider's tokenizer is not at hand); the estimate errs
     on the high side for English text."""
+    turns, _ = context_counted(
+        system_prompt=system_prompt,
+        history=history,
+        content=content,
+        context_window=context_window,
+        max_tokens=max_tokens,
+    )
+    return turns
+
+
+def context_counted(
+    *,
+    system_prompt: str,
+    history: Sequence[HistoryTurn],
+    content: str,
+    context_window: int,
+    max_tokens: int,
+) -> tuple[list[ChatTurn], int]:
+    """`context_build`, and the input tokens of the turns as admission estimates them (the
+    sum of `estimate_tokens` of their contents), counted once: the estimate runs over every turn
+    of the history on every message."""
     budget = context_window - max_tokens - _tokens(system_prompt) - _tokens(content)
     if budget < 0:
         raise InputError.one(
@@ -38,19 +59,22 @@ def context_build(
         )
     kept = _recent(history, budget)
     turns: list[ChatTurn] = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    turns.extend({"role": role, "content": text} for role, text in kept)  # type: ignore[misc]
+    turns.extend({"role": role, "content": text} for role, text, _ in kept)  # type: ignore[misc]
     turns.append({"role": "user", "content": content})
-    return turns
+    counted = estimate_tokens(system_prompt) + estimate_tokens(content)
+    return turns, counted + sum(tokens for _, _, tokens in kept)
 
 
-def _recent(history: Sequence[HistoryTurn], budget: int) -> list[HistoryTurn]:
-    kept: list[HistoryTurn] = []
+def _recent(history: Sequence[HistoryTurn], budget: int) -> list[tuple[str, str, int]]:
+    """The newest turns that fit `budget`, oldest first, with each one's `estimate_tokens`."""
+    kept: list[tuple[str, str, int]] = []
     for role, text in reversed(history):
-        cost = _tokens(text)
+        tokens = estimate_tokens(text)
+        cost = tokens + PER_MESSAGE_TOKENS if text else 0
         if cost > budget:
             break
         budget -= cost
-        kept.append((role, text))
+        kept.append((role, text, tokens))
     kept.reverse()
     # Providers such as Anthropic want the conversation to open with a user turn.
     while kept and kept[0][0] != "user":

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from chats.frames import MAX_FRAME_BYTES, encode_token, frame_too_large
-from chats.services.context import context_build, title_from
+from chats.services.context import context_build, context_counted, title_from
 from chats.services.errors import InputError
 from chats.services.inputs import MAX_CONTENT_CHARS, message_input_parse, params_check
+from providers.admission import estimate_input_tokens
 
 
 def _code(data, **kwargs) -> tuple[str, dict]:
@@ -120,6 +121,25 @@ def test_oldest_turns_are_dropped_first_to_fit_the_window() -> None:
     assert 0 < len(kept) < len(history)
     assert kept == [text for _, text in history[-len(kept) :]]  # the newest, in order
     assert turns[0]["role"] == "user"  # never opens on an answer
+
+
+def test_the_context_comes_counted_as_admission_would_count_it() -> None:
+    for window in (700, 10_000):
+        turns, counted = context_counted(
+            system_prompt="Be brief.",
+            history=_history(20),
+            content="now",
+            context_window=window,
+            max_tokens=100,
+        )
+        assert counted == estimate_input_tokens(turns)
+        assert turns == context_build(
+            system_prompt="Be brief.",
+            history=_history(20),
+            content="now",
+            context_window=window,
+            max_tokens=100,
+        )
 
 
 def test_a_message_that_cannot_fit_the_window_is_refused() -> None:
