@@ -467,10 +467,10 @@ def _record(
     )
 
 
-def settle_sync(
-    admission: Admission, candidate: Candidate | None, usage: Usage | None, **fields: Any
-) -> UsageRecord:
-    """`settle` for code already in a thread with a database connection."""
+def _settlement(
+    admission: Admission, candidate: Candidate | None, usage: Usage | None, fields: dict[str, Any]
+) -> tuple[UsageRecord, list[budget.Slot], Decimal | None]:
+    """The ledger row to write (unsaved), the limit periods to charge, and the cost."""
     if fields["status"] not in UsageRecord.Status.values:
         raise ValueError(f"Unknown usage status {fields['status']!r}.")
     price, cost_value = _priced(admission, candidate, usage)
@@ -478,6 +478,14 @@ def settle_sync(
     slots = budget.slots_for(
         _charged_limits(admission, candidate), now=record.created_at, tz=admission.timezone
     )
+    return record, slots, cost_value
+
+
+def settle_sync(
+    admission: Admission, candidate: Candidate | None, usage: Usage | None, **fields: Any
+) -> UsageRecord:
+    """`settle` for code already in a thread with a database connection."""
+    record, slots, cost_value = _settlement(admission, candidate, usage, fields)
     try:
         if admission.limits:
             with transaction.atomic():
@@ -525,13 +533,7 @@ async def settle_on_loop(
     there. The caller then settles with `settle_sync`, which handles each of those."""
     if not apg.enabled() or admission.ticket is not None:
         return None
-    if fields["status"] not in UsageRecord.Status.values:
-        raise ValueError(f"Unknown usage status {fields['status']!r}.")
-    price, cost_value = _priced(admission, candidate, usage)
-    record = _record(admission, candidate, usage, price, cost_value, **fields)
-    slots = budget.slots_for(
-        _charged_limits(admission, candidate), now=record.created_at, tz=admission.timezone
-    )
+    record, slots, cost_value = _settlement(admission, candidate, usage, fields)
     sql, values = insert_statement(record)
     try:
         if not admission.limits and also is None:
