@@ -44,9 +44,10 @@ def chat_get_for_member(*, membership: Membership, chat_id: int) -> Chat:
 # first token, where compiling the equivalent queryset costs several times executing it (about
 # 0.9 ms of CPU against 0.2 for the gate, 0.6 against 0.1 for the history, measured). Table
 # names come from the models; every value is a parameter.
+_CHAT_FIELDS = [field.attname for field in Chat._meta.concrete_fields]
+_CHAT_COLUMNS = ", ".join(f"c.{field.column}" for field in Chat._meta.concrete_fields)
 _GATE_SQL = f"""
-    SELECT c.id, c.organization_id, c.owner_id, c.title, c.system_prompt, c.default_provider,
-           c.default_model, c.archived, c.created_at, c.updated_at,
+    SELECT {_CHAT_COLUMNS},
            (SELECT o.settings_version FROM {Organization._meta.db_table} o
             WHERE o.id = c.organization_id) AS settings_version
     FROM {Chat._meta.db_table} c
@@ -58,10 +59,12 @@ _TOKEN_SQL = f"""
       AND EXISTS (SELECT 1 FROM {ApiToken._meta.db_table} t
                   WHERE t.id = %s AND t.membership_id = %s AND t.revoked_at IS NULL
                     AND (t.expires_at IS NULL OR t.expires_at > %s))"""  # noqa: S608
-_HISTORY_SQL = f"""
-    SELECT role, content FROM {Message._meta.db_table}
-    WHERE chat_id = %s AND content <> '' AND (role = %s OR status IN (%s, %s, %s))
+_HISTORY_OF = f"""
+    SELECT {{columns}} FROM {Message._meta.db_table}
+    WHERE chat_id = {{chat}} AND content <> '' AND (role = %s OR status IN (%s, %s, %s))
     ORDER BY id DESC LIMIT {HISTORY_LIMIT}"""  # noqa: S608
+_HISTORY_SQL = _HISTORY_OF.format(columns="role, content", chat="%s")
+_HISTORY_PARAMS = [Message.Role.USER.value, *_CONTEXT_STATUSES]
 
 
 def _gate(
@@ -103,29 +106,11 @@ def _refuse(*, membership: Membership, token: ApiToken | None) -> NoReturn:
 
 # PostgreSQL, from the event loop: the gate and the history in one statement, the history as a
 # JSON array of [role, content], oldest first.
-_HISTORY_OF_G = _HISTORY_SQL.replace("SELECT role,", "SELECT id, role,", 1).replace(
-    "chat_id = %s", "chat_id = g.id", 1
-)
 _GATE_HISTORY_SQL = f"""
     SELECT g.*, (SELECT coalesce(json_agg(json_build_array(h.role, h.content) ORDER BY h.id),
                                  '[]')::text
-                 FROM ({_HISTORY_OF_G}) h)
+                 FROM ({_HISTORY_OF.format(columns="id, role, content", chat="g.id")}) h)
     FROM ({{gate}}) g"""  # noqa: S608 - no user input
-_GATE_COLUMNS = [
-    "id",
-    "organization_id",
-    "owner_id",
-    "title",
-    "system_prompt",
-    "default_provider",
-    "default_model",
-    "archived",
-    "created_at",
-    "updated_at",
-]
-
-
-_CHAT_FIELDS = [field.attname for field in Chat._meta.concrete_fields]
 
 
 async def achat_for_message(
@@ -135,13 +120,11 @@ async def achat_for_message(
     connection (`config.apg`; PostgreSQL only)."""
     gate, params = _gate(membership, token, chat_id, timezone.now())
     sql = _GATE_HISTORY_SQL.format(gate=gate)
-    history_params = [Message.Role.USER.value, *_CONTEXT_STATUSES]
-    row = await apg.fetchone(sql, [*history_params, *params])
+    row = await apg.fetchone(sql, [*_HISTORY_PARAMS, *params])
     if row is None:
         await db_hop(_refuse, membership=membership, token=token)
     *values, version, history = row
-    found = dict(zip(_GATE_COLUMNS, values, strict=True))
-    chat = Chat.from_db(connection.alias, _CHAT_FIELDS, [found[name] for name in _CHAT_FIELDS])
+    chat = Chat.from_db(connection.alias, _CHAT_FIELDS, values)
     chat.settings_version = version
     return _gated(membership, chat), [(role, text) for role, text in json.loads(history)]
 
@@ -155,7 +138,7 @@ def history_for_context(*, chat_id: int) -> list[tuple[str, str]]:
     """(role, content) of the chat's recent turns worth sending back to a model, oldest first:
     user messages, and answers that produced text (complete, partial or cancelled)."""
     with connection.cursor() as cursor:
-        cursor.execute(_HISTORY_SQL, [chat_id, Message.Role.USER.value, *_CONTEXT_STATUSES])
+        cursor.execute(_HISTORY_SQL, [chat_id, *_HISTORY_PARAMS])
         rows = cursor.fetchall()
     rows.reverse()
     return rows

@@ -114,17 +114,18 @@ def discard_all() -> None:
         _discard(_pools.popitem()[1])
 
 
-async def _run(sql: str, params: Sequence[Any], *, many: bool) -> Any:
+@asynccontextmanager
+async def _connection() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A connection of the pool for the block. An error of the block's own (a constraint, a
+    rolled-back transaction) leaves it usable; a failed connection, or a block cancelled
+    mid-statement (its state unknown: `_Pool.release` checks), is not handed out again."""
     pool = _pool()
     conn = await pool.acquire()
     broken = True
     try:
-        cursor = await conn.execute(sql, params)
-        rows = await cursor.fetchall() if many else await cursor.fetchone()
+        yield conn
         broken = False
-        return rows
-    except psycopg.Error as exc:
-        # A statement's own error (a constraint, say) leaves the connection usable.
+    except Exception as exc:
         broken = isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
         raise
     finally:
@@ -133,12 +134,14 @@ async def _run(sql: str, params: Sequence[Any], *, many: bool) -> Any:
 
 async def fetchone(sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
     """The first row of one statement (autocommit)."""
-    return await _run(sql, params, many=False)
+    async with _connection() as conn:
+        return await (await conn.execute(sql, params)).fetchone()
 
 
 async def fetchall(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
     """Every row of one statement (autocommit)."""
-    return await _run(sql, params, many=True)
+    async with _connection() as conn:
+        return await (await conn.execute(sql, params)).fetchall()
 
 
 @asynccontextmanager
@@ -147,23 +150,13 @@ async def transaction(*, pipeline: bool = False) -> AsyncIterator[psycopg.AsyncC
     raises (the exception goes on). With `pipeline`, statements are sent without waiting for
     each other's results (psycopg's pipeline mode): only reading a result, and the end of the
     block, wait for the server."""
-    pool = _pool()
-    conn = await pool.acquire()
-    broken = True
-    try:
+    async with _connection() as conn:
         if pipeline:
             async with conn.pipeline(), conn.transaction():
                 yield conn
         else:
             async with conn.transaction():
                 yield conn
-        broken = False
-    except Exception as exc:
-        # Rolled back: the connection is as good as before, unless the connection itself failed.
-        broken = isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
-        raise
-    finally:
-        pool.release(conn, broken=broken)
 
 
 async def close() -> None:

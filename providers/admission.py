@@ -156,6 +156,11 @@ class Config:
     limits: tuple[LimitRef, ...]
     overrides: tuple[PriceOverride, ...]
 
+    @property
+    def hard(self) -> list[LimitRef]:
+        """The limits that refuse calls (and so hold reservations)."""
+        return [limit for limit in self.limits if limit.hard]
+
 
 def _config(snap: Snapshot, membership: Membership, route: Route) -> Config:
     return Config(snap.policy, snap.limits_for(membership, _credential_ids(route)), snap.overrides)
@@ -280,18 +285,24 @@ def _hold_budget(
     now: datetime,
 ) -> Decimal:
     """Reserve the call's worst case on every hard limit in scope; the amount reserved."""
-    hard = [limit for limit in config.limits if limit.hard]
+    hard = config.hard
     if not hard:
         return ZERO
     amount = _worst_case(membership, route, config, hard, tokens)
     tz = membership.organization.timezone
-    slots = budget.slots_for(hard, now=now, tz=tz)
-    expires = now + timedelta(seconds=budget.reservation_ttl())
+    slots, expires = _holding(hard, now, tz)
     try:
         budget.reserve(request_id=request_id, slots=slots, amount=amount, expires_at=expires)
     except BudgetExceeded as exc:
         raise _refused(exc, tz) from None
     return amount
+
+
+def _holding(
+    hard: Sequence[LimitRef], now: datetime, tz: str
+) -> tuple[list[budget.Slot], datetime]:
+    """The periods a reservation made `now` holds, and when it may be swept."""
+    return budget.slots_for(hard, now=now, tz=tz), now + timedelta(seconds=budget.reservation_ttl())
 
 
 def _admission(
@@ -386,7 +397,7 @@ async def _admit_on_loop(
     if snap is None:
         return None
     config = _config(snap, membership, route)
-    hard = [limit for limit in config.limits if limit.hard]
+    hard = config.hard
     if config.policy.has_rate_limits or len(hard) > 1 or (hard and not apg.enabled()):
         return None
     now = timezone.now()
@@ -397,8 +408,7 @@ async def _admit_on_loop(
         except AdmissionRefused:
             return None  # unpriced: `admit_sync` refuses, in its own words
         if reserved > 0:
-            (slot,) = budget.slots_for(hard, now=now, tz=membership.organization.timezone)
-            expires = now + timedelta(seconds=budget.reservation_ttl())
+            (slot,), expires = _holding(hard, now, membership.organization.timezone)
             held = await budget.areserve_one(
                 request_id=request_id, slot=slot, amount=reserved, expires_at=expires
             )

@@ -250,10 +250,8 @@ def reserve(
     if amount <= 0 or not slots:
         return []
     if len(slots) == 1 and connection.vendor == "postgresql":
-        slot = slots[0]
-        key = [amount, slot.limit.id, _dt(slot.start), amount, slot.limit.amount]
-        now = _dt(timezone.now())
-        row = _fetchone(_RESERVE_ONE_SQL, [*key, request_id, amount, now, _dt(expires_at)])
+        params = _reserve_one_params(request_id, slots[0], amount, expires_at)
+        row = _fetchone(_RESERVE_ONE_SQL, params)
         if row is not None:
             return [row[0]]
     counters: list[int] = []
@@ -277,10 +275,15 @@ async def areserve_one(
     """`reserve` of one slot from the event loop (`config.apg`, PostgreSQL): one statement.
     False when it did not reserve — no room, or no counter row yet; `reserve` then tells which
     (and creates the row, or refuses)."""
-    key = [amount, slot.limit.id, slot.start, amount, slot.limit.amount]
-    now = timezone.now()
-    row = await apg.fetchone(_RESERVE_ONE_SQL, [*key, request_id, amount, now, expires_at])
-    return row is not None
+    params = _reserve_one_params(request_id, slot, amount, expires_at)
+    return await apg.fetchone(_RESERVE_ONE_SQL, params) is not None
+
+
+def _reserve_one_params(
+    request_id: str, slot: Slot, amount: Decimal, expires_at: datetime
+) -> list[Any]:
+    key = [amount, slot.limit.id, _dt(slot.start), amount, slot.limit.amount]
+    return [*key, request_id, amount, _dt(timezone.now()), _dt(expires_at)]
 
 
 # --- settle, release, sweep -----------------------------------------------------------------
@@ -303,9 +306,12 @@ def _take_call_reservations(request_id: str) -> list[dict]:
         return _take_reservations({"request_id": request_id})
     with connection.cursor() as cursor:
         cursor.execute(_TAKE_SQL, [request_id])
-        rows = [dict(zip(_TAKEN, row, strict=True)) for row in cursor.fetchall()]
-    rows.sort(key=lambda row: row["id"])
-    return rows
+        return _taken(cursor.fetchall())
+
+
+def _taken(rows: Sequence[Sequence[Any]]) -> list[dict]:
+    """The rows `_TAKE_SQL` returned, as `_take_reservations` returns its own, in id order."""
+    return sorted((dict(zip(_TAKEN, row, strict=True)) for row in rows), key=lambda r: r["id"])
 
 
 def _take_reservations(
@@ -338,12 +344,20 @@ def _moves_for(reservations: list[dict], slots: Sequence[Slot], cost: Decimal) -
     return [moves[key] for key in sorted(moves)]
 
 
-def _apply_one(move: _Move) -> tuple[Any, ...] | None:
+def _move_statement(move: _Move) -> tuple[str, list[Any]]:
     if move.counter_id:
         sql, key = _MOVE_SQL.format(where=_BY_ID), [move.counter_id]
     else:
         sql, key = _MOVE_SQL.format(where=_BY_KEY), [move.limit_id, _dt(move.start)]
-    return _fetchone(sql, [move.spend, move.unreserve, *key])
+    return sql, [move.spend, move.unreserve, *key]
+
+
+def _charged(row: Sequence[Any], slot: Slot) -> Charged:
+    return Charged(row[0], slot, _money(row[1]), int(row[2]))
+
+
+def _apply_one(move: _Move) -> tuple[Any, ...] | None:
+    return _fetchone(*_move_statement(move))
 
 
 def _apply(moves: Sequence[_Move]) -> list[Charged]:
@@ -357,7 +371,7 @@ def _apply(moves: Sequence[_Move]) -> list[Charged]:
         ):
             row = _apply_one(move)
         if row is not None and move.slot is not None:
-            charged.append(Charged(row[0], move.slot, _money(row[1]), int(row[2])))
+            charged.append(_charged(row, move.slot))
     return charged
 
 
@@ -424,10 +438,10 @@ def settle_statement(
 
 def settled(row: Sequence[Any], slots: Sequence[Slot]) -> tuple[Any, list[Charged]]:
     """(the ledger row's id, the charged counters) from the result of `settle_statement`."""
-    record_id, counter_id, spent, alert_level, _ = row
-    if counter_id is None:
+    record_id, *counter, _ = row
+    if counter[0] is None:
         return record_id, []
-    return record_id, [Charged(counter_id, slots[0], _money(spent), int(alert_level))]
+    return record_id, [_charged(counter, slots[0])]
 
 
 async def asettle(
@@ -437,20 +451,13 @@ async def asettle(
     the same statements. None when a counter to charge has no row for its period yet: the
     caller rolls back and settles with `settle`, which creates it."""
     cursor = await conn.execute(_TAKE_SQL, [request_id])
-    taken = [dict(zip(_TAKEN, row, strict=True)) for row in await cursor.fetchall()]
-    taken.sort(key=lambda row: row["id"])
     charged = []
-    for move in _moves_for(taken, slots, cost or ZERO):
-        if move.counter_id:
-            sql, key = _MOVE_SQL.format(where=_BY_ID), [move.counter_id]
-        else:
-            sql, key = _MOVE_SQL.format(where=_BY_KEY), [move.limit_id, move.start]
-        cursor = await conn.execute(sql, [move.spend, move.unreserve, *key])
-        row = await cursor.fetchone()
+    for move in _moves_for(_taken(await cursor.fetchall()), slots, cost or ZERO):
+        row = await (await conn.execute(*_move_statement(move))).fetchone()
         if row is None and move.slot is not None:
             return None
         if row is not None and move.slot is not None:
-            charged.append(Charged(row[0], move.slot, _money(row[1]), int(row[2])))
+            charged.append(_charged(row, move.slot))
     return charged
 
 
