@@ -141,8 +141,9 @@ if REDIS_URL:
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             # A socket waits for group messages with a blocking pop of up to 5 s; redis-py 8
             # reads with a 5 s socket timeout by default, which tore idle sockets down with
-            # 1011 every few seconds (django/channels_redis#422). The read may wait longer.
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}], "prefix": "gh:ws"},
+            # 1011 every few seconds (django/channels_redis#422). The read may wait longer, but
+            # not much: a receive cancelled mid-read (a socket closing) can linger until it.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 10}], "prefix": "gh:ws"},
         }
     }
 else:
