@@ -14,4 +14,4 @@ RUN useradd --create-home --uid 10001 gatehouse \
 USER gatehouse
 ENV DEBUG=false PORT=8000 GATEHOUSE_SERVE_STATIC=1
 EXPOSE 8000
-CMD ["sh", "-c", "python manage.py migrate --noinput && exec daphne -b 0.0.0.0 -p ${PORT} config.asgi:application"]
+CMD ["sh", "-c", "python manage.py migrate --noinput && exec python -m config.serve -b 0.0.0.0 -p ${PORT} config.asgi:application"]

@@ -20,7 +20,7 @@ run: install
 	@echo ""
 	@echo "Gatehouse is serving on http://127.0.0.1:$(PORT)/  (Ctrl+C to stop)"
 	@echo ""
-	$(BIN)/daphne -b 127.0.0.1 -p $(PORT) config.asgi:application
+	$(BIN)/python -m config.serve -b 127.0.0.1 -p $(PORT) config.asgi:application
 
 test: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -19,6 +19,7 @@ back to its thread-hop path.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -33,9 +34,14 @@ POOL_SIZE = 8
 
 def enabled() -> bool:
     """Whether the hot statements run here (PostgreSQL, and the setting on)."""
-    return bool(getattr(settings, "GATEHOUSE_DB_ASYNC", False)) and (
-        connections["default"].vendor == "postgresql"
-    )
+    return bool(getattr(settings, "GATEHOUSE_DB_ASYNC", False)) and _postgresql()
+
+
+@functools.cache
+def _postgresql() -> bool:
+    # Asked on every call: `connections[...]` goes through asgiref's Local, which costs more
+    # than the question. The database's engine cannot change in a running process.
+    return connections["default"].vendor == "postgresql"
 
 
 def _conninfo() -> dict[str, Any]:

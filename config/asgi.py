@@ -19,8 +19,11 @@ from django.conf import settings  # noqa: E402
 
 from accounts.ws import websocket_stack  # noqa: E402
 from chats.routing import websocket_urlpatterns  # noqa: E402
+from config import daphne_tuning  # noqa: E402
 from config.lean import LeanASGIHandler  # noqa: E402
 from config.mount import mount_prefix  # noqa: E402
+
+daphne_tuning.apply()
 
 # The OpenAI-compatible gateway skips the browser-oriented middleware stack (see config.lean).
 http_app = mount_prefix("/v1", LeanASGIHandler(), fallback=django_asgi_app, strip=False)

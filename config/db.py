@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from django.db import connection, models
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models
 from django.db.models import Field
 
 
@@ -33,8 +33,11 @@ def _insert_sql(model: type[models.Model], vendor: str) -> tuple[str, tuple[Fiel
 def insert_statement(instance: models.Model) -> tuple[str, list[object]]:
     """The INSERT of `insert_row` and its parameters, for a caller with its own connection
     (PostgreSQL: `config.apg`). The statement returns the new primary key."""
-    sql, fields = _insert_sql(type(instance), connection.vendor)
-    return sql, [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
+    # The wrapper itself, once: every attribute read through the `connection` proxy is an
+    # asgiref Local lookup, and each field's preparation reads several.
+    database = connections[DEFAULT_DB_ALIAS]
+    sql, fields = _insert_sql(type(instance), database.vendor)
+    return sql, [f.get_db_prep_save(f.pre_save(instance, True), database) for f in fields]
 
 
 def inserted(instance: models.Model, pk: object) -> None:

@@ -13,12 +13,11 @@ import json
 import time
 from typing import Any
 
-import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
 from gatehouse_bench.arm import ArmMissing, ArmUnavailable
-from gatehouse_bench.openai_client import http_client
+from gatehouse_bench.http_client import ERRORS, HttpClient, Response
 from gatehouse_bench.plan import CHUNKS
 from gatehouse_bench.stats import Sample
 
@@ -55,7 +54,7 @@ class _ChatsBase:
         self.chunks, self.measures_database = chunks, True
         self.base_url, self.timeout_s = base_url, timeout_s
         self.headers = {"Authorization": f"Bearer {token}"}
-        self.client: httpx.AsyncClient = http_client(max(concurrency, SETUP_PARALLELISM), timeout_s)
+        self.client = HttpClient(max(concurrency, SETUP_PARALLELISM), timeout_s)
 
     async def create_chat(self) -> int:
         """A fresh chat. Set-up, not measurement: a server error is retried a few times."""
@@ -64,9 +63,9 @@ class _ChatsBase:
             if attempt:
                 await asyncio.sleep(SETUP_RETRY_PAUSE_S * attempt)
             response = await self.client.post(
-                f"{self.base_url}/api/chats", json={"title": "bench"}, headers=self.headers
+                f"{self.base_url}/api/chats", {"title": "bench"}, self.headers
             )
-            status = response.status_code
+            status = response.status
             if status in (200, 201):
                 return int(response.json()["id"])
             if status == 404:
@@ -98,7 +97,7 @@ class _ChatsBase:
         return None
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.client.close()
 
 
 class ChatWebSocketArm(_ChatsBase):
@@ -197,15 +196,14 @@ class ChatRestArm(_ChatsBase):
             return Sample(ok=False, total=0.0, error=f"setup: {type(item).__name__}: {item}"[:120])
         started = time.perf_counter()
         try:
-            response = await self.client.post(
-                f"{self.base_url}/api/chats/{item}/messages",
-                json={"content": content},
-                headers=self.headers,
-            )
-        except (httpx.HTTPError, OSError) as exc:
+            async with asyncio.timeout(self.timeout_s):
+                response = await self.client.post(
+                    f"{self.base_url}/api/chats/{item}/messages", {"content": content}, self.headers
+                )
+        except (TimeoutError, *ERRORS) as exc:
             return Sample(ok=False, total=time.perf_counter() - started, error=type(exc).__name__)
         total = time.perf_counter() - started
-        if response.status_code not in (200, 201):
+        if response.status not in (200, 201):
             return Sample(ok=False, total=total, error=_rest_error(response))
         text = _assistant_text(response.json())
         if text is None:
@@ -213,12 +211,12 @@ class ChatRestArm(_ChatsBase):
         return Sample(ok=True, total=total, chunks=len(text.split()), frames=1)
 
 
-def _rest_error(response: httpx.Response) -> str:
+def _rest_error(response: Response) -> str:
     try:
         code = response.json()["error"]["code"]
     except (ValueError, KeyError, TypeError):
-        text = response.text.strip()
+        text = response.body.decode(errors="replace").strip()
         code = "(an HTML error page)" if text.startswith("<") else text[:60]
-    if response.status_code == 404:
+    if response.status == 404:
         code = f"{code} (POST /api/chats/<id>/messages missing?)"
-    return f"HTTP {response.status_code} {code}"
+    return f"HTTP {response.status} {code}"

@@ -9,19 +9,12 @@ import json
 import time
 from typing import Any
 
-import httpx
+import aiohttp
 
 from gatehouse_bench.arm import ArmMissing, ArmUnavailable
+from gatehouse_bench.http_client import ERRORS, HttpClient
 from gatehouse_bench.plan import CHUNKS
 from gatehouse_bench.stats import Sample
-
-
-def http_client(concurrency: int, timeout_s: float) -> httpx.AsyncClient:
-    # One pool per arm with keep-alive, as an SDK client in a real program would hold.
-    limits = httpx.Limits(
-        max_connections=concurrency + 8, max_keepalive_connections=concurrency + 8
-    )
-    return httpx.AsyncClient(timeout=timeout_s, limits=limits, trust_env=False)
 
 
 def _delta_text(payload: dict[str, Any]) -> str:
@@ -31,16 +24,16 @@ def _delta_text(payload: dict[str, Any]) -> str:
     return (choices[0].get("delta") or {}).get("content") or ""
 
 
-def _error_of(response: httpx.Response, body: bytes) -> str:
+def _error_of(status: int, body: bytes) -> str:
     try:
         detail = json.loads(body).get("error")
     except (ValueError, AttributeError):
         detail = None
     if isinstance(detail, dict):
-        return f"HTTP {response.status_code} {detail.get('code') or detail.get('type')}"
+        return f"HTTP {status} {detail.get('code') or detail.get('type')}"
     if body.lstrip().startswith(b"<"):
-        return f"HTTP {response.status_code} (an HTML error page)"
-    return f"HTTP {response.status_code} {body[:80]!r}"
+        return f"HTTP {status} (an HTML error page)"
+    return f"HTTP {status} {body[:80]!r}"
 
 
 class OpenAIArm:
@@ -64,7 +57,7 @@ class OpenAIArm:
         self.url, self.model, self.server_pid = url, model, server_pid
         self.timeout_s = timeout_s
         self._headers = {"Authorization": f"Bearer {api_key}"}
-        self._client = http_client(concurrency, timeout_s)
+        self._client = HttpClient(concurrency, timeout_s)
 
     def _body(self, content: str) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -92,43 +85,35 @@ class OpenAIArm:
                 if self.streamed:
                     return await self._stream(content, started)
                 return await self._whole(content, started)
-        except (httpx.HTTPError, TimeoutError, OSError, ValueError) as exc:
+        except (TimeoutError, *ERRORS) as exc:
             return Sample(ok=False, total=time.perf_counter() - started, error=type(exc).__name__)
 
     async def _whole(self, content: str, started: float) -> Sample:
-        response = await self._client.post(
-            self.url, json=self._body(content), headers=self._headers
-        )
+        response = await self._client.post(self.url, self._body(content), self._headers)
         total = time.perf_counter() - started
-        if response.status_code != 200:
-            return Sample(ok=False, total=total, error=_error_of(response, response.content))
+        if response.status != 200:
+            return Sample(ok=False, total=total, error=_error_of(response.status, response.body))
         message = response.json()["choices"][0]["message"]
         words = len((message.get("content") or "").split())
         return Sample(ok=True, total=total, chunks=words, frames=1)
 
     async def _stream(self, content: str, started: float) -> Sample:
-        request = self._client.build_request(
-            "POST", self.url, json=self._body(content), headers=self._headers
-        )
-        response = await self._client.send(request, stream=True)
-        try:
-            if response.status_code != 200:
-                body = await response.aread()
+        async with self._client.post_stream(self.url, self._body(content), self._headers) as r:
+            if r.status != 200:
+                body = await r.read()
                 return Sample(
-                    ok=False, total=time.perf_counter() - started, error=_error_of(response, body)
+                    ok=False, total=time.perf_counter() - started, error=_error_of(r.status, body)
                 )
-            return await self._read_events(response, started)
-        finally:
-            await response.aclose()
+            return await self._read_events(r, started)
 
-    async def _read_events(self, response: httpx.Response, started: float) -> Sample:
+    async def _read_events(self, response: aiohttp.ClientResponse, started: float) -> Sample:
         first: float | None = None
         frames, parts, done = 0, [], False
-        async for line in response.aiter_lines():
-            if not line.startswith("data:"):
+        async for raw in response.content:
+            if not raw.startswith(b"data:"):
                 continue
-            data = line[5:].strip()
-            if data == "[DONE]":
+            data = raw[5:].strip()
+            if data == b"[DONE]":
                 done = True
                 break
             payload = json.loads(data)
@@ -150,4 +135,4 @@ class OpenAIArm:
         return None
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._client.close()

@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from django.db import connection
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, mixins, pagination, status, viewsets
@@ -75,12 +76,21 @@ def _ledger_request_id(request: Request) -> str:
 
 def _send(request: Request, chat_id: int, data: Any, content_field: str = "content") -> Reply:
     message = message_input_parse(data, content_field=content_field)
+    membership, token = _membership(request), _token(request)
+    request_id = _ledger_request_id(request)
+    # This thread waits as long as the provider takes, while the answer's own database work runs
+    # in config.dbhop's threads, each needing a connection of the pool. Held through the wait,
+    # this thread's connection is one they lack: as many waiting clients as the pool has
+    # connections starved them all until the pool's timeout (30 s). Handed back now; a later
+    # query of this request takes one again. (Not inside a transaction: a test's own wraps it.)
+    if not connection.in_atomic_block:
+        connection.close()
     return async_to_sync(message_send)(
-        membership=_membership(request),
+        membership=membership,
         chat_id=chat_id,
         message=message,
-        token=_token(request),
-        request_id=_ledger_request_id(request),
+        token=token,
+        request_id=request_id,
     )
 
 
