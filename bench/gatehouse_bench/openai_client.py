@@ -9,10 +9,8 @@ import json
 import time
 from typing import Any
 
-import aiohttp
-
 from gatehouse_bench.arm import ArmMissing, ArmUnavailable
-from gatehouse_bench.http_client import ERRORS, HttpClient
+from gatehouse_bench.http_client import ERRORS, HttpClient, StreamedResponse
 from gatehouse_bench.plan import CHUNKS
 from gatehouse_bench.stats import Sample
 
@@ -106,7 +104,7 @@ class OpenAIArm:
                 )
             return await self._read_events(r, started)
 
-    async def _read_events(self, response: aiohttp.ClientResponse, started: float) -> Sample:
+    async def _read_events(self, response: StreamedResponse, started: float) -> Sample:
         first: float | None = None
         frames, parts, done = 0, [], False
         async for raw in response.content:
@@ -114,8 +112,8 @@ class OpenAIArm:
                 continue
             data = raw[5:].strip()
             if data == b"[DONE]":
-                done = True
-                break
+                done = True  # read on to the body's end, so the connection is kept
+                continue
             payload = json.loads(data)
             if "error" in payload:
                 error = payload["error"] or {}
