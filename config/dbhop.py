@@ -18,11 +18,11 @@ inside one connection's transaction, which other threads would not see.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 
@@ -55,3 +55,16 @@ async def db_hop(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         return await sync_to_async(fn)(*args, **kwargs)
     hop: Any = sync_to_async(_guarded, thread_sensitive=False, executor=_pool(size))
     return await hop(fn, *args, **kwargs)
+
+
+def wait_unpooled(fn: Callable[P, Awaitable[R]], *args: P.args, **kwargs: P.kwargs) -> R:
+    """`async_to_sync(fn)(*args)` from a request thread that will wait on a provider: its
+    database connection goes back to the pool first (a later query takes one again).
+
+    Held through the wait, the connection is one the awaited work lacks: that work runs in these
+    hop threads, which take their connections from the same pool. As many waiting clients as the
+    pool has connections then starved it until the pool's timeout (30 s). Inside a transaction
+    (a test's, an admin form's) the connection stays: closing it would end the transaction."""
+    if not connection.in_atomic_block:
+        connection.close()
+    return async_to_sync(fn)(*args, **kwargs)

@@ -50,3 +50,29 @@ async def test_zero_threads_is_the_calling_side_s_sync_to_async(settings) -> Non
     settings.GATEHOUSE_DB_THREADS = 0
     name = await dbhop.db_hop(lambda: threading.current_thread().name)
     assert not name.startswith("db-hop")
+
+
+async def _connected_elsewhere() -> bool:
+    return True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_thread_waiting_unpooled_has_handed_its_connection_back() -> None:
+    if connection.vendor == "sqlite":
+        pytest.skip("Django never closes the in-memory SQLite test database's connection")
+    connection.ensure_connection()
+    assert dbhop.wait_unpooled(_connected_elsewhere) is True
+    assert connection.connection is None  # back in the pool; a later query takes one again
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone() == (1,)
+
+
+@pytest.mark.django_db
+def test_inside_a_transaction_the_connection_stays(acme) -> None:
+    from accounts.models import Organization
+
+    assert connection.in_atomic_block  # the test's own transaction
+    assert dbhop.wait_unpooled(_connected_elsewhere) is True
+    assert connection.connection is not None
+    assert Organization.objects.filter(pk=acme.pk).exists()  # the transaction goes on

@@ -5,8 +5,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from django.db import connection
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, mixins, pagination, status, viewsets
@@ -34,6 +32,7 @@ from chats.services.cancelling import generation_cancel
 from chats.services.errors import ChatNotFound
 from chats.services.inputs import message_input_parse
 from chats.services.messages import Reply, message_send
+from config.dbhop import wait_unpooled
 from config.errors import request_id_of
 
 _ERRORS = {
@@ -76,21 +75,13 @@ def _ledger_request_id(request: Request) -> str:
 
 def _send(request: Request, chat_id: int, data: Any, content_field: str = "content") -> Reply:
     message = message_input_parse(data, content_field=content_field)
-    membership, token = _membership(request), _token(request)
-    request_id = _ledger_request_id(request)
-    # This thread waits as long as the provider takes, while the answer's own database work runs
-    # in config.dbhop's threads, each needing a connection of the pool. Held through the wait,
-    # this thread's connection is one they lack: as many waiting clients as the pool has
-    # connections starved them all until the pool's timeout (30 s). Handed back now; a later
-    # query of this request takes one again. (Not inside a transaction: a test's own wraps it.)
-    if not connection.in_atomic_block:
-        connection.close()
-    return async_to_sync(message_send)(
-        membership=membership,
+    return wait_unpooled(
+        message_send,
+        membership=_membership(request),
         chat_id=chat_id,
         message=message,
-        token=token,
-        request_id=request_id,
+        token=_token(request),
+        request_id=_ledger_request_id(request),
     )
 
 

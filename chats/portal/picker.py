@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from asgiref.sync import async_to_sync
-
 from accounts.models import Organization
 from chats.models import Chat
+from config.dbhop import wait_unpooled
 from providers.catalogue import ProviderListing, provider_listings
 
 
@@ -51,7 +50,8 @@ def _entry(listing: ProviderListing) -> PickerProvider:
 def picker_for(*, organization: Organization, chat: Chat | None = None) -> Picker:
     """What the chat uses when a message names nothing: its own choice, else the organisation's
     default, else the first provider on offer."""
-    providers = [_entry(listing) for listing in async_to_sync(provider_listings)(organization)]
+    listings = wait_unpooled(provider_listings, organization)  # may ask the providers
+    providers = [_entry(listing) for listing in listings]
     names = [p.name for p in providers]
     wanted = (chat.default_provider if chat else "") or organization.default_provider
     provider = wanted if wanted in names else (names[0] if names else "")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from asgiref.sync import async_to_sync
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers
@@ -13,6 +12,7 @@ from rest_framework.views import APIView
 
 from accounts.permissions import IsOrgAdmin
 from accounts.tenancy import request_membership
+from config.dbhop import wait_unpooled
 from config.errors import ApiError
 from providers.catalogue import ProviderListing, provider_listings
 from providers.models import ModelSetting
@@ -39,7 +39,8 @@ class ProviderModelsSerializer(serializers.Serializer):
 
 
 def listings_for(request: Request) -> list[ProviderListing]:
-    return async_to_sync(provider_listings)(request_membership(request).organization)
+    # A listing may ask the providers (cached, bounded by timeouts): not on a pooled connection.
+    return wait_unpooled(provider_listings, request_membership(request).organization)
 
 
 class ProviderList(APIView):
