@@ -1,13 +1,11 @@
 """`python -m config.serve [daphne's options] config.asgi:application`: how Gatehouse is served.
 
-daphne's own command line, with two differences:
-
-- **uvloop's event loop** under Twisted's asyncio reactor. daphne builds its loop when
-  `daphne.server` is imported, from the loop policy in force at that moment, so the policy is
-  set here, before daphne's CLI is imported (in `asgi.py` it would come too late). Measured on
-  `/v1` (bench A/B, 2026-12-07): 8-10% less server CPU per call and 11% more calls per second
-  at 32 clients. `GATEHOUSE_UVLOOP=0` keeps asyncio's own loop.
-- Nothing else: every daphne option works as documented (`-b`, `-p`, `--proxy-headers`, ...).
+daphne's own command line, with one difference: uvloop's event loop under Twisted's asyncio
+reactor. daphne builds its loop when `daphne.server` is imported, from the loop policy in force
+at that moment, so the policy is set here, before daphne's CLI is imported (in `asgi.py` it
+would come too late). Measured on `/v1` (bench A/B, 2026-12-07): 8-10% less server CPU per call
+and 11% more calls per second at 32 clients. `GATEHOUSE_UVLOOP=0` keeps asyncio's own loop.
+Every daphne option works as documented (`-b`, `-p`, `--proxy-headers`, ...).
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ class _ChatsBase:
         self.chunks, self.measures_database = chunks, True
         self.base_url, self.timeout_s = base_url, timeout_s
         self.headers = {"Authorization": f"Bearer {token}"}
-        self.client = HttpClient(max(concurrency, SETUP_PARALLELISM), timeout_s)
+        self.client = HttpClient(max(concurrency, SETUP_PARALLELISM))
 
     async def create_chat(self) -> int:
         """A fresh chat. Set-up, not measurement: a server error is retried a few times."""
@@ -62,9 +62,10 @@ class _ChatsBase:
         for attempt in range(SETUP_ATTEMPTS):
             if attempt:
                 await asyncio.sleep(SETUP_RETRY_PAUSE_S * attempt)
-            response = await self.client.post(
-                f"{self.base_url}/api/chats", {"title": "bench"}, self.headers
-            )
+            async with asyncio.timeout(self.timeout_s):
+                response = await self.client.post(
+                    f"{self.base_url}/api/chats", {"title": "bench"}, self.headers
+                )
             status = response.status
             if status in (200, 201):
                 return int(response.json()["id"])

@@ -99,7 +99,8 @@ class StreamedResponse:
 class HttpClient:
     """Idle keep-alive connections per server address, at most `concurrency + 8` kept."""
 
-    def __init__(self, concurrency: int, timeout_s: float) -> None:
+    def __init__(self, concurrency: int) -> None:
+        # No timeout of its own: every arm bounds its requests with `asyncio.timeout`.
         self._keep = concurrency + 8
         self._idle: dict[_Address, list[_Connection]] = {}
 

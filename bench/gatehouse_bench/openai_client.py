@@ -55,7 +55,7 @@ class OpenAIArm:
         self.url, self.model, self.server_pid = url, model, server_pid
         self.timeout_s = timeout_s
         self._headers = {"Authorization": f"Bearer {api_key}"}
-        self._client = HttpClient(concurrency, timeout_s)
+        self._client = HttpClient(concurrency)
 
     def _body(self, content: str) -> dict[str, Any]:
         body: dict[str, Any] = {
