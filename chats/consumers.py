@@ -20,15 +20,17 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from typing import Any
+from typing import Any, NamedTuple
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from accounts.models import ApiToken, Membership, User
 from chats.frames import encode, encode_token, frame_too_large
-from chats.selectors import access_valid, socket_access
+from chats.selectors import access_valid, history_for_context, socket_access
 from chats.services import cancelling, presence
+from chats.services.context import history_tokens
 from chats.services.errors import AccessRevoked, ChatBusy, ChatDeleted, InputError
 from chats.services.generation import spawn
 from chats.services.inputs import MessageInput, message_input_parse
@@ -42,18 +44,30 @@ _FRAME_FIELDS = frozenset({"type"})
 _REFUSAL_DETAILS = ("retry_after", "limit", "resets_at")
 
 
-def _open(
-    user: User, token: ApiToken | None, chat_id: int
-) -> tuple[Membership, str, str, ChatDefaults] | None:
-    """The socket's membership, the chat's cache key, group and default provider and model;
-    counts the socket as watching."""
+class _Opened(NamedTuple):
+    membership: Membership
+    key: str  # the chat's cache key
+    group: str
+    defaults: ChatDefaults
+    history_tokens: int
+
+
+def _open(user: User, token: ApiToken | None, chat_id: int) -> _Opened | None:
+    """What a socket on the chat needs to know of it; counts the socket as watching."""
     found = socket_access(user=user, token=token, chat_id=chat_id)
     if found is None:
         return None
     membership, chat = found
     key = presence.chat_key(chat)
     presence.watch(key=key)
-    return membership, key, presence.group_name(chat), (chat.default_provider, chat.default_model)
+    history = history_for_context(chat_id=chat.pk)
+    return _Opened(
+        membership,
+        key,
+        presence.group_name(chat),
+        (chat.default_provider, chat.default_model),
+        history_tokens(system_prompt=chat.system_prompt, history=history),
+    )
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
@@ -81,13 +95,26 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if opened is None:
             await self.close()
             return
-        # The defaults let a message route before its first database hop (one hop, not two).
-        self.membership, self._key, self.group, self._defaults = opened
+        # The defaults and the history's size let a message route, and even be admitted,
+        # before the gate has answered (`message_start`'s `hint` and `history_tokens`).
+        self.membership, self._key, self.group, self._defaults, self._history_tokens = opened
         await self._sync_group()
         await self.accept()
         await self.channel_layer.group_send(
             self.group, {"type": "chat.join", "origin": self.channel_name}
         )
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """channels' dispatch without its `aclose_old_connections()` before every handler: that
+        is a hop to the shared sync thread per frame received and per group event (each token
+        of an answer another socket generates), about 1 ms on the way to every first token. This
+        consumer has no use for it: its database work runs through `database_sync_to_async`,
+        which closes that thread's stale connections itself around each call, and through
+        `config.dbhop` and `config.apg`, which keep their own."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def disconnect(self, code: int) -> None:
         self._closed = True
@@ -166,6 +193,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 origin=self.channel_name,
                 hint=self._defaults,
                 key=self._key,
+                history_tokens=self._history_tokens,
             )
         except AccessRevoked as exc:
             await self._revoked(exc)
@@ -192,6 +220,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         finally:
             if self._generation is generation:
                 self._generation = None
+            self._history_tokens = generation.history_tokens
             await self._sync_group()
 
     async def _sync_group(self) -> None:

@@ -105,28 +105,35 @@ def _refuse(*, membership: Membership, token: ApiToken | None) -> NoReturn:
 
 
 # PostgreSQL, from the event loop: the gate and the history in one statement, the history as a
-# JSON array of [role, content], oldest first.
+# JSON array of [role, content], oldest first; and, the gate passed, two ids of the message
+# table for the message and its answer: their rows can then be written while the provider call
+# opens, without the start frame (which names them) waiting for the INSERT. An id drawn for a
+# call that does not go ahead is simply never used.
+_MESSAGE_ID = f"nextval(pg_get_serial_sequence('{Message._meta.db_table}', 'id'))"
 _GATE_HISTORY_SQL = f"""
     SELECT g.*, (SELECT coalesce(json_agg(json_build_array(h.role, h.content) ORDER BY h.id),
                                  '[]')::text
-                 FROM ({_HISTORY_OF.format(columns="id, role, content", chat="g.id")}) h)
+                 FROM ({_HISTORY_OF.format(columns="id, role, content", chat="g.id")}) h),
+           {_MESSAGE_ID}, {_MESSAGE_ID}
     FROM ({{gate}}) g"""  # noqa: S608 - no user input
 
 
 async def achat_for_message(
     *, membership: Membership, token: ApiToken | None, chat_id: int
-) -> tuple[Chat, list[tuple[str, str]]]:
+) -> tuple[Chat, list[tuple[str, str]], tuple[int, int]]:
     """`chat_for_message` and `history_for_context` in one statement on the event loop's own
-    connection (`config.apg`; PostgreSQL only)."""
+    connection (`config.apg`; PostgreSQL only), with the ids the message and its answer will
+    have (the smaller the message's)."""
     gate, params = _gate(membership, token, chat_id, timezone.now())
     sql = _GATE_HISTORY_SQL.format(gate=gate)
     row = await apg.fetchone(sql, [*_HISTORY_PARAMS, *params])
     if row is None:
         await db_hop(_refuse, membership=membership, token=token)
-    *values, version, history = row
+    *values, version, history, first, second = row
     chat = Chat.from_db(connection.alias, _CHAT_FIELDS, values)
     chat.settings_version = version
-    return _gated(membership, chat), [(role, text) for role, text in json.loads(history)]
+    turns = [(role, text) for role, text in json.loads(history)]
+    return _gated(membership, chat), turns, (min(first, second), max(first, second))
 
 
 def message_list(*, chat: Chat) -> QuerySet[Message]:

@@ -144,6 +144,12 @@ async def fetchone(sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
         return await (await conn.execute(sql, params)).fetchone()
 
 
+async def execute(sql: str, params: Sequence[Any]) -> None:
+    """One statement whose rows, if any, are not wanted (autocommit)."""
+    async with _connection() as conn:
+        await conn.execute(sql, params)
+
+
 async def fetchall(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
     """Every row of one statement (autocommit)."""
     async with _connection() as conn:

@@ -371,25 +371,26 @@ async def admit(
     input_tokens: int | None = None,
 ) -> Admission:
     """Admit a call or raise `AdmissionRefused`; see the module docstring. On the event loop
-    where that is possible (`_admit_on_loop`), else in one thread hop. `input_tokens`: the
+    where that is possible (`admit_on_loop`), else in one thread hop. `input_tokens`: the
     messages' `estimate_input_tokens`, when the caller has counted it already."""
     if input_tokens is None:
         input_tokens = estimate_input_tokens(messages)
     tokens = (input_tokens, max_tokens)
-    admitted = await _admit_on_loop(request_id, membership, route, tokens)
+    admitted = await admit_on_loop(request_id, membership, route, tokens)
     if admitted is not None:
         return admitted
     return await db_hop(admit_sync, request_id, membership, route, *tokens)
 
 
-async def _admit_on_loop(
+async def admit_on_loop(
     request_id: str, membership: Membership, route: Route, tokens: tuple[int, int]
 ) -> Admission | None:
     """Admission without a thread hop: the organisation's snapshot is current, no rate limit
     applies (those are counted in Redis by `admit_sync`), and no hard limit does — or one does,
     the database is PostgreSQL and the reservation fits an existing counter: one statement on the
-    event loop's own connection (`config.apg`). None otherwise: `admit_sync` decides, and
-    refuses, so a call is never refused here."""
+    event loop's own connection (`config.apg`). None otherwise, with nothing reserved or counted:
+    `admit_sync` decides, and refuses, so a call is never refused here (which is also what lets a
+    caller try it before it knows the call may go ahead: `chats.services.begin.speculate`)."""
     # Only with the organisation loaded: reading it here would be a query on the event loop.
     if not Membership.organization.is_cached(membership):
         return None

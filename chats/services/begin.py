@@ -9,13 +9,25 @@ Two ways to take them, the same steps in the same order:
 - on the event loop (`abegin`, `aadmit_and_store`) where the database is PostgreSQL and the
   cache Redis (`presence.on_loop`): the gate and history in one statement (`config.apg`), the
   lock and the watcher count in one Redis round trip (`config.aredis`), admission in one
-  statement where it can (`providers.admission.admit`), and the rows written while the provider
-  call opens. No thread hop at all on the way to the first token, in the common case.
+  statement where it can (`providers.admission.admit`), and the rows written once the first token
+  is out, under ids the gate drew. No thread hop at all on the way to the first token, in the
+  common case.
+
+A socket also knows, from its last message, about how many tokens the chat's history holds. With
+that, admission need not wait for the gate: `speculate` reserves while the gate runs, on the
+route of the socket's hint and an estimate of the context no smaller than the real one, and
+`confirm` keeps that admission only if the gate agrees on everything it assumed (caller, chat,
+lock, route, settings, a context no larger than estimated); otherwise the reservation is given
+back and admission runs again, as without it. One round trip to PostgreSQL fewer before the first
+token; the hard limits hold either way, as a speculative reservation is a real one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -26,13 +38,15 @@ from chats.models import Chat
 from chats.selectors import achat_for_message, chat_for_message, history_for_context
 from chats.services import presence
 from chats.services.context import context_counted
-from chats.services.errors import ChatBusy
+from chats.services.errors import ChatBusy, InputError
 from chats.services.generation import spawn
 from chats.services.inputs import MessageInput, params_check
 from chats.services.records import amessages_store, messages_store
 from providers import admission as billing
-from providers.adapters.base import ChatTurn
+from providers.adapters.base import ChatTurn, estimate_tokens
 from providers.routing import Route
+
+logger = logging.getLogger(__name__)
 
 #: a chat's (default provider, default model), as a socket last saw them
 ChatDefaults = tuple[str, str]
@@ -55,7 +69,9 @@ class Admitted:
     max_tokens: int
     context: list[ChatTurn]
     admission: billing.Admission
-    ids: tuple[int, int] | asyncio.Future[tuple[int, int]]  # (user message, answer)
+    ids: tuple[int, int]  # (user message, answer)
+    input_tokens: int  # the context's, estimated
+    store: Callable[[], Awaitable[None]] | None = None  # writes the rows, when not yet written
 
 
 @dataclass(slots=True)
@@ -68,6 +84,16 @@ class Begun:
     history: list[tuple[str, str]]
     watchers: int
     admitted: Admitted | None = None
+    ids: tuple[int, int] | None = None  # drawn for the rows by the gate, when it could
+
+
+@dataclass(slots=True)
+class Speculation:
+    """An admission started before the gate (`speculate`)."""
+
+    guess: Guess
+    input_tokens: int  # the estimate it reserved for
+    admission: asyncio.Future[billing.Admission | None]
 
 
 def defaults_of(chat: Chat) -> ChatDefaults:
@@ -124,7 +150,7 @@ def admit_and_store_sync(
     except BaseException:
         billing.release_sync(admission)
         raise
-    return Admitted(route, max_tokens, context, admission, ids)
+    return Admitted(route, max_tokens, context, admission, ids, input_tokens)
 
 
 def max_tokens_for(message: MessageInput, route: Route) -> int:
@@ -161,6 +187,122 @@ def prepare(message: MessageInput, route: Route, begun: Begun) -> Prepared:
     return Prepared(max_tokens, context, input_tokens)
 
 
+def speculate(
+    membership: Membership,
+    guess: Guess,
+    message: MessageInput,
+    request_id: str,
+    history_tokens: int,
+) -> Speculation | None:
+    """Start admitting the call on the guessed route while the gate runs (see the module
+    docstring). `history_tokens`: the chat's system prompt and history as the caller last saw
+    them (`context.history_tokens`). Only where admission takes no thread hop and leaves no trace
+    when it cannot reserve (`providers.admission.admit_on_loop`); None when there is nothing to
+    start: the message's parameters are refused after the gate, in the usual order."""
+    route = guess.route
+    try:
+        max_tokens = max_tokens_for(message, route)
+        params_check(
+            message,
+            model=route.model,
+            max_output_tokens=route.limits.max_output_tokens,
+            temperature_range=route.limits.temperature_range,
+        )
+    except InputError:
+        return None
+    # The context never holds more than the window leaves beside the answer.
+    room = route.limits.context_window - max_tokens
+    input_tokens = min(history_tokens + estimate_tokens(message.content), room)
+    if input_tokens < 0:
+        return None
+    tokens = (input_tokens, max_tokens)
+    admission = spawn(billing.admit_on_loop(request_id, membership, route, tokens))
+    return Speculation(guess, input_tokens, admission)
+
+
+async def confirm(
+    speculation: Speculation,
+    membership: Membership,
+    begun: Begun,
+    message: MessageInput,
+    request_id: str,
+) -> Admitted | None:
+    """The speculative admission, with its rows' INSERT, if the gate's reading agrees
+    with what it assumed; else None, its reservation being given back. Raises `InputError` (the
+    reservation given back) when the message does not fit the route."""
+    try:
+        admission = await _speculated(speculation)
+    except BaseException:  # cancelled: the reservation is given back once it is made
+        withdraw(speculation)
+        raise
+    if admission is None:
+        return None
+    guess = speculation.guess
+    version = membership.organization.settings_version  # as the gate brought it up to date
+    try:
+        if guess.defaults != defaults_of(begun.chat) or guess.settings_version != version:
+            prepared = None
+        else:
+            prepared = prepare(message, guess.route, begun)
+            if prepared.input_tokens > speculation.input_tokens:
+                prepared = None  # the history grew elsewhere: reserve for it
+    except BaseException:
+        spawn(billing.release(admission=admission))
+        raise
+    if prepared is None:
+        spawn(billing.release(admission=admission))
+        return None
+    return _stored(begun, message, guess.route, prepared, admission, request_id)
+
+
+def withdraw(speculation: Speculation | None) -> None:
+    """Give back a speculation's reservation, when it was made: the gate refused the call."""
+    if speculation is not None:
+        spawn(_withdraw(speculation))
+
+
+async def _withdraw(speculation: Speculation) -> None:
+    admission = await _speculated(speculation)
+    if admission is not None:
+        await billing.release(admission=admission)
+
+
+async def _speculated(speculation: Speculation) -> billing.Admission | None:
+    try:
+        return await asyncio.shield(speculation.admission)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        # Its statement failed: nothing is known to be reserved (the ledger's sweep returns a
+        # reservation left behind); admission runs again after the gate, and reports.
+        logger.exception("speculative admission failed")
+        return None
+
+
+def _stored(
+    begun: Begun,
+    message: MessageInput,
+    route: Route,
+    prepared: Prepared,
+    admission: billing.Admission,
+    request_id: str,
+) -> Admitted:
+    """The admitted call, and the INSERT of its rows (with the ids the gate drew) for the
+    generation to run once its first token is out."""
+    ids = begun.ids
+    assert ids is not None  # `abegin` always draws them
+    store = functools.partial(
+        amessages_store,
+        chat_id=begun.chat.pk,
+        content=message.content,
+        route=route,
+        request_id=request_id,
+        ids=ids,
+    )
+    max_tokens, context, input_tokens = prepared
+    return Admitted(route, max_tokens, context, admission, ids, input_tokens, store)
+
+
 async def abegin(
     *,
     membership: Membership,
@@ -175,13 +317,13 @@ async def abegin(
     then refuses is given back at once."""
     gate = achat_for_message(membership=membership, token=token, chat_id=chat_id)
     if key is None:
-        chat, history = await gate
+        chat, history, ids = await gate
         key = presence.chat_key(chat)
         claimed = await presence.aclaim(key=key, owner=owner)
     else:
         claiming = asyncio.ensure_future(presence.aclaim(key=key, owner=owner))
         try:
-            chat, history = await gate
+            chat, history, ids = await gate
         except BaseException:
             if (await claiming)[0]:
                 await presence.arelease(key=key, owner=owner)
@@ -195,7 +337,7 @@ async def abegin(
     taken, watchers = claimed
     if not taken:
         raise ChatBusy()
-    return Begun(chat, key, history, watchers)
+    return Begun(chat, key, history, watchers, ids=ids)
 
 
 async def aadmit_and_store(
@@ -207,8 +349,7 @@ async def aadmit_and_store(
     request_id: str,
 ) -> Admitted:
     """`admit_and_store_sync` on the event loop: admission (with no hop where it can:
-    `providers.admission.admit`), then the rows' INSERT started, to finish while the provider
-    call opens."""
+    `providers.admission.admit`), and the rows' INSERT for the generation to run."""
     max_tokens, context, input_tokens = prepared
     admission = await billing.admit(
         request_id=request_id,
@@ -218,9 +359,4 @@ async def aadmit_and_store(
         max_tokens=max_tokens,
         input_tokens=input_tokens,
     )
-    rows = spawn(
-        amessages_store(
-            chat_id=begun.chat.pk, content=message.content, route=route, request_id=request_id
-        )
-    )
-    return Admitted(route, max_tokens, context, admission, rows)
+    return _stored(begun, message, route, prepared, admission, request_id)

@@ -65,6 +65,12 @@ def context_counted(
     return turns, counted + sum(tokens for _, _, tokens in kept)
 
 
+def history_tokens(*, system_prompt: str, history: Sequence[HistoryTurn]) -> int:
+    """The system prompt and every turn of `history`, in tokens as `context_counted` counts them:
+    no fewer than the context of the chat's next message holds, besides that message."""
+    return estimate_tokens(system_prompt) + sum(estimate_tokens(text) for _, text in history)
+
+
 def _recent(history: Sequence[HistoryTurn], budget: int) -> list[tuple[str, str, int]]:
     """The newest turns that fit `budget`, oldest first, with each one's `estimate_tokens`."""
     kept: list[tuple[str, str, int]] = []

@@ -129,7 +129,9 @@ class Generation:
         context: list[ChatTurn],
         params: CallParams,
         admission: billing.Admission,
-        ids: tuple[int, int] | asyncio.Future[tuple[int, int]],
+        ids: tuple[int, int],
+        store: Callable[[], Awaitable[None]] | None,
+        input_tokens: int,
         defaults: tuple[str, str],
         sink: Sink | None,
         origin: str | None,
@@ -139,17 +141,17 @@ class Generation:
         self.request_id = request_id
         self.provider = route.provider
         self.model = route.model
-        # The ids of the user message and the answer's placeholder, or the write of those rows
-        # still under way (it runs while the provider call opens: see `_announce`).
-        self.message_id: int | None = None
-        self.user_message_id: int | None = None
-        self._store: asyncio.Future[tuple[int, int]] | None = None
-        if isinstance(ids, tuple):
-            self.user_message_id, self.message_id = ids
-        else:
-            self._store = ids
+        # The ids of the user message and the answer's placeholder. `store`, when given, writes
+        # those rows (None: written already). It is started once the first token is out, off
+        # that token's way (the start frame names the ids, not the rows), or at settlement if
+        # no token comes; settlement waits for it.
+        self.user_message_id: int | None = ids[0]
+        self.message_id: int | None = ids[1]
+        self._store_later = store
+        self._store: asyncio.Future[None] | None = None
         self.defaults = defaults  # the chat's default provider and model, as read for it
-        self.start_text: str | None = None  # the start frame, once the rows exist
+        self.input_tokens = input_tokens  # the context's, as admission estimated them
+        self.start_text: str | None = None  # the start frame, once sent
         self.broadcast = broadcast
         self.finished = False
         self._key = key
@@ -177,6 +179,12 @@ class Generation:
     def started(self) -> bool:
         """Whether the start frame has gone out."""
         return self._start_sent
+
+    @property
+    def history_tokens(self) -> int:
+        """The chat's system prompt and history in tokens with this answer in it, counted as
+        admission counts them: the next message's `history_tokens` (see `message_start`)."""
+        return self.input_tokens + estimate_tokens("".join(self._parts))
 
     def cancel(self) -> None:
         """Stop the upstream call; the answer is saved `cancelled` with the text so far."""
@@ -272,14 +280,18 @@ class Generation:
                     await self._send_own(text)
                 if group:
                     await self._send_group(text, None)
+                if len(parts) == 1:
+                    # Let the event loop run once, so the server writes the start frame and
+                    # this token to the socket now: sends only fill the server's buffer, and a
+                    # burst of chunks already read would otherwise all be processed (~5 ms for
+                    # 50) before the loop gets to write the first of them.
+                    await asyncio.sleep(0)
+                    self._start_store()
             else:
                 outcome.end = event
 
     async def _announce(self) -> None:
-        """The start frame, once the provider answered (or failed) and the rows exist. Shielded:
-        cancelling the generation must not cancel the write, whose ids settlement needs."""
-        if self._store is not None:
-            self.user_message_id, self.message_id = await asyncio.shield(self._store)
+        """The start frame, once the provider answered (or failed)."""
         self._build_start()
         await self._emit(self.start_text, kind="start")
 
@@ -440,13 +452,21 @@ class Generation:
             logger.exception("releasing the lock of chat %s failed", self.chat_id)
         return record
 
+    def _start_store(self) -> None:
+        if self._store_later is not None:
+            self._store = spawn(self._store_later())
+            self._store_later = None
+
     async def _rows_written(self) -> bool:
-        if self.message_id is not None:
-            return True
+        self._start_store()
+        store, self._store = self._store, None
+        if store is None:
+            return self.message_id is not None
         try:
-            self.user_message_id, self.message_id = await self._store
+            await store
         except Exception:
             logger.exception("storing the messages of request %s failed", self.request_id)
+            self.user_message_id = self.message_id = None
             return False
         return True
 

@@ -80,22 +80,36 @@ async def message_start(
     hint: ChatDefaults | None = None,
     cancel_channel: str | None = None,
     key: str | None = None,
+    history_tokens: int | None = None,
 ) -> Generation:
     """Everything before the provider call. `membership` must have its organisation loaded;
     `token` is the caller's API token (its revocation ends access); `sink` receives the frames of
     the caller's own socket; `origin` is that socket's channel name (never sent its own copies);
     `hint` the chat's defaults as the caller last saw them (`Generation.defaults` tells the
     current ones); `cancel_channel` where a cancel reaches the answer when that is not `origin`
-    (a REST request's); `key` the chat's cache key, when the caller knows it (a socket).
-    Raises `ApiError` (nothing stored) when the call must not happen."""
+    (a REST request's); `key` the chat's cache key, when the caller knows it (a socket);
+    `history_tokens` the chat's system prompt and history in tokens, as the caller last saw them
+    (`Generation.history_tokens`): with `hint`, admission starts while the gate runs
+    (`begin.speculate`). Raises `ApiError` (nothing stored) when the call must not happen."""
     request_id = request_id or uuid.uuid4().hex
     # The lock names the channel generating the answer: any process finds it there.
     owner = presence.lock_owner(request_id, cancel_channel or origin)
     loop = presence.on_loop()
+    speculation = None
     if loop:
-        begun = await begin.abegin(
-            membership=membership, token=token, chat_id=chat_id, owner=owner, key=key
-        )
+        if history_tokens is not None:
+            guess = await _guess(membership, hint, message)
+            if guess is not None:
+                speculation = begin.speculate(
+                    membership, guess, message, request_id, history_tokens
+                )
+        try:
+            begun = await begin.abegin(
+                membership=membership, token=token, chat_id=chat_id, owner=owner, key=key
+            )
+        except BaseException:
+            begin.withdraw(speculation)
+            raise
     else:
         begun = await db_hop(
             begin.begin_sync,
@@ -108,8 +122,10 @@ async def message_start(
             guess=await _guess(membership, hint, message),
         )
     admitted = begun.admitted
-    if admitted is None:
-        try:
+    try:
+        if speculation is not None:
+            admitted = await begin.confirm(speculation, membership, begun, message, request_id)
+        if admitted is None:
             organization = membership.organization
             route = await _route(
                 organization=organization, defaults=defaults_of(begun.chat), message=message
@@ -120,9 +136,9 @@ async def message_start(
                 admitted = await begin.aadmit_and_store(*steps)
             else:
                 admitted = await db_hop(begin.admit_and_store_sync, *steps)
-        except BaseException:
-            await db_hop(presence.lock_release, key=begun.key, owner=owner)
-            raise
+    except BaseException:
+        await db_hop(presence.lock_release, key=begun.key, owner=owner)
+        raise
     return Generation(
         chat_id=begun.chat.pk,
         key=begun.key,
@@ -135,6 +151,8 @@ async def message_start(
         params=CallParams(temperature=message.temperature, max_tokens=admitted.max_tokens),
         admission=admitted.admission,
         ids=admitted.ids,
+        store=admitted.store,
+        input_tokens=admitted.input_tokens,
         defaults=defaults_of(begun.chat),
         sink=sink,
         origin=origin,

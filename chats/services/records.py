@@ -26,6 +26,10 @@ _COLUMNS = (
 )
 _ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 _INSERT_SQL = f"INSERT INTO {_TABLE} ({_COLUMNS}) VALUES {_ROW}, {_ROW} RETURNING id, role"  # noqa: S608
+_ROW_WITH_ID = "(%s, " + _ROW[1:]
+_INSERT_WITH_IDS_SQL = (
+    f"INSERT INTO {_TABLE} (id, {_COLUMNS}) VALUES {_ROW_WITH_ID}, {_ROW_WITH_ID}"  # noqa: S608
+)
 _FINISH_SQL = (
     f"UPDATE {_TABLE} SET status = %s, content = %s, provider = %s, model = %s, "  # noqa: S608
     "credential_id = %s, error_code = %s, finish_reason = %s, usage_id = %s, updated_at = %s "
@@ -47,12 +51,15 @@ def _relaxed_commit() -> None:
             cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
 
-def _rows(chat_id: int, content: str, route: Route, request_id: str, now: object) -> list[object]:
+def _rows(
+    chat_id: int, content: str, route: Route, request_id: str, now: object
+) -> tuple[list[object], list[object]]:
+    """The values of the user message's row and the answer's, in `_COLUMNS` order."""
     user = [chat_id, Message.Role.USER.value, content, Message.Status.COMPLETE.value]
     user += ["", "", None, "", "", "", None, now, now]
     answer = [chat_id, Message.Role.ASSISTANT.value, "", Message.Status.STREAMING.value]
     answer += [route.provider, route.model, None, "", "", request_id, None, now, now]
-    return [*user, *answer]
+    return user, answer
 
 
 def _ids(rows: list[tuple[int, str]]) -> tuple[int, int]:
@@ -69,17 +76,19 @@ def messages_store(*, chat_id: int, content: str, route: Route, request_id: str)
         )
     with transaction.atomic(), connection.cursor() as cursor:
         _relaxed_commit()
-        cursor.execute(_INSERT_SQL, _rows(chat_id, content, route, request_id, _now()))
+        user, answer = _rows(chat_id, content, route, request_id, _now())
+        cursor.execute(_INSERT_SQL, [*user, *answer])
         return _ids(cursor.fetchall())
 
 
 async def amessages_store(
-    *, chat_id: int, content: str, route: Route, request_id: str
-) -> tuple[int, int]:
-    """`messages_store` from the event loop (`config.apg`): the one INSERT, committed by itself.
-    It runs while the provider call opens, so its commit's wait is off the first token's way."""
-    rows = _rows(chat_id, content, route, request_id, timezone.now())
-    return _ids(await apg.fetchall(_INSERT_SQL, rows))
+    *, chat_id: int, content: str, route: Route, request_id: str, ids: tuple[int, int]
+) -> None:
+    """`messages_store` from the event loop (`config.apg`), with the ids drawn beforehand
+    (`chats.selectors.achat_for_message`): the one INSERT, committed by itself. It runs while
+    the provider call opens; nothing on the way to the first token waits for it."""
+    user, answer = _rows(chat_id, content, route, request_id, timezone.now())
+    await apg.execute(_INSERT_WITH_IDS_SQL, [ids[0], *user, ids[1], *answer])
 
 
 def _messages_store_orm(

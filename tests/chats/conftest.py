@@ -133,8 +133,8 @@ def _post_and_close(client: APIClient, url: str, body: dict) -> Any:
 
 
 async def streaming(chat: Chat, timeout: float = 5.0) -> Message:
-    """The chat's assistant message once its answer is being generated (its row is written as
-    the provider call opens)."""
+    """The chat's assistant message once its answer is being generated (its row is written by
+    the time the first token is out)."""
     deadline = time.monotonic() + timeout
     answers = Message.objects.filter(chat=chat, role=Message.Role.ASSISTANT)
     while (message := await answers.filter(status=Message.Status.STREAMING).afirst()) is None:
