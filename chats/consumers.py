@@ -18,13 +18,16 @@ can be reached through `chats.services.cancelling`, whatever group it is in.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.sessions import InstanceSessionWrapper
 
 from accounts.models import ApiToken, Membership, User
 from chats.frames import encode, encode_token, frame_too_large
@@ -295,7 +298,17 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def _send_text(self, text: str) -> None:
         # The generation's sink: straight to the ASGI server, once per token.
-        await self.base_send({"type": "websocket.send", "text": text})
+        await self._frame_send({"type": "websocket.send", "text": text})
+
+    @functools.cached_property
+    def _frame_send(self) -> Callable[[dict[str, Any]], Awaitable[None]]:
+        """The ASGI server's own send, under channels' session wrapper: the wrapper only acts on
+        `http.response.start` (to save a session and set its cookie), yet reads the session's
+        state on every message it passes on — once per token, for nothing."""
+        wrapper = getattr(self.base_send, "__self__", None)
+        if isinstance(wrapper, InstanceSessionWrapper):
+            return wrapper.real_send
+        return self.base_send
 
     async def _send_error(self, exc: ApiError) -> None:
         frame: dict[str, Any] = {

@@ -340,6 +340,17 @@ async def abegin(
     return Begun(chat, key, history, watchers, ids=ids)
 
 
+async def abandon(beginning: asyncio.Future[Begun], owner: str) -> None:
+    """Undo an `abegin` whose caller gave up on it: stopped if it still runs (it then gives back
+    what it took), its lock released if it had ended with the chat held."""
+    beginning.cancel()
+    try:
+        begun = await beginning
+    except BaseException:
+        return
+    await presence.arelease(key=begun.key, owner=owner)
+
+
 async def aadmit_and_store(
     membership: Membership,
     begun: Begun,

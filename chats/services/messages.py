@@ -20,6 +20,7 @@ database write happens per token.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from accounts.models import ApiToken, Membership, Organization
@@ -27,7 +28,7 @@ from chats.services import begin, presence
 from chats.services.begin import ChatDefaults, Guess, defaults_of, prepare
 from chats.services.context import title_from
 from chats.services.errors import InputError, ProviderFailed
-from chats.services.generation import Generation, Reply, Sink
+from chats.services.generation import Generation, Reply, Sink, spawn
 from chats.services.inputs import MessageInput
 from config.dbhop import db_hop
 from providers.calls import CallParams
@@ -97,18 +98,23 @@ async def message_start(
     loop = presence.on_loop()
     speculation = None
     if loop:
-        if history_tokens is not None:
-            guess = await _guess(membership, hint, message)
-            if guess is not None:
-                speculation = begin.speculate(
-                    membership, guess, message, request_id, history_tokens
-                )
+        # The gate and the lock go first: routing the guess may wait (a cold process reads its
+        # credentials and model lists), and the lock must not — a message that arrives while
+        # another answer streams is refused as busy, not let in once that answer has ended.
+        beginning = spawn(
+            begin.abegin(membership=membership, token=token, chat_id=chat_id, owner=owner, key=key)
+        )
         try:
-            begun = await begin.abegin(
-                membership=membership, token=token, chat_id=chat_id, owner=owner, key=key
-            )
+            if history_tokens is not None:
+                guess = await _guess(membership, hint, message)
+                if guess is not None:
+                    speculation = begin.speculate(
+                        membership, guess, message, request_id, history_tokens
+                    )
+            begun = await asyncio.shield(beginning)
         except BaseException:
             begin.withdraw(speculation)
+            spawn(begin.abandon(beginning, owner))
             raise
     else:
         begun = await db_hop(
