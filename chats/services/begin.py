@@ -154,7 +154,14 @@ def admit_and_store_sync(
 
 
 def max_tokens_for(message: MessageInput, route: Route) -> int:
-    """The output cap sent to the provider, explicit so the reservation matches the call."""
+    """The output cap sent to the provider, explicit so the reservation matches the call; raises
+    `InputError` for parameters the route's model refuses."""
+    params_check(
+        message,
+        model=route.model,
+        max_output_tokens=route.limits.max_output_tokens,
+        temperature_range=route.limits.temperature_range,
+    )
     if message.max_tokens is not None:
         return message.max_tokens
     endpoint = route.candidates[0].endpoint if route.candidates else None
@@ -171,12 +178,6 @@ class Prepared(NamedTuple):
 def prepare(message: MessageInput, route: Route, begun: Begun) -> Prepared:
     """The output cap and the context; raises `InputError` for parameters the model refuses."""
     max_tokens = max_tokens_for(message, route)
-    params_check(
-        message,
-        model=route.model,
-        max_output_tokens=route.limits.max_output_tokens,
-        temperature_range=route.limits.temperature_range,
-    )
     context, input_tokens = context_counted(
         system_prompt=begun.chat.system_prompt,
         history=begun.history,
@@ -202,12 +203,6 @@ def speculate(
     route = guess.route
     try:
         max_tokens = max_tokens_for(message, route)
-        params_check(
-            message,
-            model=route.model,
-            max_output_tokens=route.limits.max_output_tokens,
-            temperature_range=route.limits.temperature_range,
-        )
     except InputError:
         return None
     # The context never holds more than the window leaves beside the answer.
