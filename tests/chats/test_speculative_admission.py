@@ -194,3 +194,33 @@ async def test_a_busy_chat_is_refused_and_the_reservation_given_back(
     assert frames[-1]["code"] == "busy"
     assert await Message.objects.filter(chat=chat).acount() == 2
     await _spent_matches_the_ledger()
+
+
+async def _lock_free(key: str) -> bool:
+    taken, _ = await presence.aclaim(key=key, owner="probe")
+    if taken:
+        await presence.arelease(key=key, owner="probe")
+    return taken
+
+
+@pytest.mark.parametrize("steps_first", [0, 1, 50])
+async def test_a_gate_given_up_on_leaves_the_chat_unlocked(
+    creds, chat: Chat, alice_membership: Membership, steps_first: int
+) -> None:
+    """The gate and the lock start before the guess is routed; when the message is given up
+    meanwhile (an error, a cancellation), `begin.abandon` stops the gate or, once it has the
+    lock, releases it — before it started, mid-flight, or done."""
+    membership = await Membership.objects.select_related("organization").aget(
+        pk=alice_membership.pk
+    )
+    key = presence.chat_key(chat)
+    beginning = asyncio.ensure_future(
+        begin.abegin(membership=membership, token=None, chat_id=chat.pk, owner="gave-up", key=key)
+    )
+    for _ in range(steps_first):
+        if beginning.done():
+            break
+        await asyncio.sleep(0.001)
+    await begin.abandon(beginning, "gave-up")
+    assert beginning.done()
+    assert await _lock_free(key)
