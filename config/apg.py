@@ -157,18 +157,11 @@ async def fetchall(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
 
 
 @asynccontextmanager
-async def transaction(*, pipeline: bool = False) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+async def transaction() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
     """A connection inside a transaction: committed when the block ends, rolled back when it
-    raises (the exception goes on). With `pipeline`, statements are sent without waiting for
-    each other's results (psycopg's pipeline mode): only reading a result, and the end of the
-    block, wait for the server."""
-    async with _connection() as conn:
-        if pipeline:
-            async with conn.pipeline(), conn.transaction():
-                yield conn
-        else:
-            async with conn.transaction():
-                yield conn
+    raises (the exception goes on)."""
+    async with _connection() as conn, conn.transaction():
+        yield conn
 
 
 async def close() -> None:

@@ -521,8 +521,9 @@ def settle_sync(
     return record
 
 
-#: statements of the caller committed with the ledger row; they get the row's id
-Also = Callable[[int], Sequence[tuple[str, Sequence[Any]]]]
+#: statements of the caller committed with the ledger row; they get the row's id, or
+#: `budget.LEDGER_ID` when they join the statement that writes it
+Also = Callable[[int | budget.Expression], Sequence[tuple[str, Sequence[Any]]]]
 
 
 class _Fallback(Exception):
@@ -573,10 +574,9 @@ async def _settle_statements(
     also: Also | None,
 ) -> tuple[int, list[budget.Charged]]:
     """The ledger row, the counters and `also`: one statement where at most one counter is
-    charged (`budget.settle_statement`), in a transaction when `also` has statements to commit
-    with it (pipelined: two round trips in all); else the general statements in a transaction."""
+    charged (`budget.settle_statement`, `also` joining it: one round trip, no transaction to
+    open); else the general statements in a transaction."""
     hard = sum(1 for limit in admission.limits if limit.hard)
-    one = None
     if hard <= 1:
         one = budget.settle_statement(
             insert=insert[0],
@@ -584,24 +584,21 @@ async def _settle_statements(
             request_id=admission.request_id,
             slots=slots,
             cost=cost_value or ZERO,
+            also=also(budget.LEDGER_ID) if also else (),
         )
-    if one is not None and also is None:
-        return budget.settled(await apg.fetchone(*one), slots)
-    async with apg.transaction(pipeline=one is not None) as conn:
         if one is not None:
-            record_id, charged = budget.settled(await (await conn.execute(*one)).fetchone(), slots)
-        else:
-            # First: a duplicate stops here, before counters.
-            record_id = (await (await conn.execute(*insert)).fetchone())[0]
-            found = await budget.asettle(
-                conn, request_id=admission.request_id, slots=slots, cost=cost_value
-            )
-            if found is None:
-                raise _Fallback
-            charged = found
+            return budget.settled(await apg.fetchone(*one), slots)
+    async with apg.transaction() as conn:
+        # First: a duplicate stops here, before counters.
+        record_id = (await (await conn.execute(*insert)).fetchone())[0]
+        found = await budget.asettle(
+            conn, request_id=admission.request_id, slots=slots, cost=cost_value
+        )
+        if found is None:
+            raise _Fallback
         for statement, params in also(record_id) if also else ():
             await conn.execute(statement, params)
-    return record_id, charged
+    return record_id, found
 
 
 def _alerts_check_atomic(organization_id: int, charged: list[budget.Charged]) -> None:

@@ -389,7 +389,10 @@ def settle(*, request_id: str, slots: Sequence[Slot], cost: Decimal | None) -> l
 # taken, the reservations on other counters given back, and the charged counter created or
 # updated (an upsert: its row may not exist yet in a new period). Its result row tells the
 # ledger row's id and the charged counter, if any. The UPDATE and the upsert touch different
-# rows by construction. Built from constants only; every value is a parameter.
+# rows by construction. The caller's own statements (`also`) join it as further data-modifying
+# CTEs, which PostgreSQL runs to completion whether or not the SELECT reads them, in the same
+# snapshot and the same implicit transaction: they name the ledger row's id as `LEDGER_ID`. Built
+# from constants only; every value is a parameter.
 _SETTLE_ONE_SQL = """
     WITH rec AS ({insert}),
     taken AS (
@@ -413,17 +416,35 @@ _SETTLE_ONE_SQL = """
             reserved = {counters}.reserved - coalesce(
                 (SELECT sum(amount) FROM taken WHERE taken.counter_id = {counters}.id), 0)
         RETURNING id, spent, alert_level
-    )
+    ){also}
     SELECT (SELECT id FROM rec), c.id, c.spent, c.alert_level,
            (SELECT count(*) FROM unreserved)
     FROM (SELECT 1) AS one LEFT JOIN charged c ON true"""
 
 
+@dataclass(frozen=True, slots=True)
+class Expression:
+    """SQL standing for a value inside a statement, where a parameter would otherwise go."""
+
+    sql: str
+
+
+#: the id of the ledger row that `settle_statement` writes, for the statements joining it
+LEDGER_ID = Expression("(SELECT id FROM rec)")
+
+
 def settle_statement(
-    *, insert: str, values: Sequence[Any], request_id: str, slots: Sequence[Slot], cost: Decimal
+    *,
+    insert: str,
+    values: Sequence[Any],
+    request_id: str,
+    slots: Sequence[Slot],
+    cost: Decimal,
+    also: Sequence[tuple[str, Sequence[Any]]] = (),
 ) -> tuple[str, list[Any]] | None:
     """The one statement settling a call whose ledger row `insert` writes, when at most one
-    counter is charged; None otherwise (`settle` then takes its general path)."""
+    counter is charged; None otherwise (`settle` then takes its general path). `also`: further
+    INSERTs, UPDATEs or DELETEs (without RETURNING) to commit with it, naming `LEDGER_ID`."""
     if len(slots) > 1:
         return None
     slot = slots[0] if slots else None
@@ -431,9 +452,15 @@ def settle_statement(
     key = [slot.limit.id, slot.start] if charge else [None, None]
     row = [slot.limit.id, slot.start, slot.end] if slot else [None, None, None]
     sql = _SETTLE_ONE_SQL.format(
-        insert=insert, reservations=Reservation._meta.db_table, counters=_COUNTERS
+        insert=insert,
+        reservations=Reservation._meta.db_table,
+        counters=_COUNTERS,
+        also="".join(f",\n    also_{n} AS ({statement})" for n, (statement, _) in enumerate(also)),
     )
-    return sql, [*values, request_id, *key, *row, cost, charge]
+    params = [*values, request_id, *key, *row, cost, charge]
+    for _, more in also:
+        params += more
+    return sql, params
 
 
 def settled(row: Sequence[Any], slots: Sequence[Slot]) -> tuple[Any, list[Charged]]:

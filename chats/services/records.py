@@ -17,6 +17,7 @@ from django.utils import timezone
 from chats.models import Chat, Message
 from chats.services import presence
 from config import apg
+from providers.budget import Expression
 from providers.routing import Route
 
 _TABLE = Message._meta.db_table
@@ -32,9 +33,10 @@ _INSERT_WITH_IDS_SQL = (
 )
 _FINISH_SQL = (
     f"UPDATE {_TABLE} SET status = %s, content = %s, provider = %s, model = %s, "  # noqa: S608
-    "credential_id = %s, error_code = %s, finish_reason = %s, usage_id = %s, updated_at = %s "
-    "WHERE id = %s"
+    "credential_id = %s, error_code = %s, finish_reason = %s, usage_id = {usage}, "
+    "updated_at = %s WHERE id = %s"
 )
+_FINISH_BY_VALUE_SQL = _FINISH_SQL.format(usage="%s")
 _TITLE_SQL = f"UPDATE {Chat._meta.db_table} SET title = %s WHERE id = %s AND title = ''"  # noqa: S608
 
 
@@ -124,13 +126,20 @@ class AnswerEnd:
     error_code: str
     finish_reason: str
 
-    def statements(self, usage_id: int | None, now: object) -> list[tuple[str, list[object]]]:
-        """The UPDATEs that save it (`now` adapted for the connection that runs them)."""
+    def statements(
+        self, usage_id: int | Expression | None, now: object
+    ) -> list[tuple[str, list[object]]]:
+        """The UPDATEs that save it (`now` adapted for the connection that runs them); the usage
+        record's id as a value, or as SQL when they join the statement that writes it."""
         found: list[tuple[str, list[object]]] = []
         if self.message_id is not None:
             values = [self.status, self.content, self.provider, self.model, self.credential_id]
-            values += [self.error_code, self.finish_reason, usage_id, now, self.message_id]
-            found.append((_FINISH_SQL, values))
+            values += [self.error_code, self.finish_reason]
+            if isinstance(usage_id, Expression):
+                sql = _FINISH_SQL.format(usage=usage_id.sql)
+            else:
+                sql, values = _FINISH_BY_VALUE_SQL, [*values, usage_id]
+            found.append((sql, [*values, now, self.message_id]))
         if self.title:
             found.append((_TITLE_SQL, [self.title, self.chat_id]))
         return found

@@ -111,6 +111,26 @@ async def test_a_message_is_admitted_on_the_sockets_guess_and_charged_once(
     await _spent_matches_the_ledger()
 
 
+async def test_an_answer_its_usage_and_its_charge_are_saved_together(
+    creds, capped, chat: Chat, alice_token: str
+) -> None:
+    # On this path one statement writes the ledger row, charges the counter, saves the answer
+    # (linked to its ledger row) and titles the chat (`budget.settle_statement`'s `also`).
+    socket, _ = await connect(chat.pk, bearer(alice_token))
+    frames = await _exchange(socket, "Name this chat sim:chunks=5")
+    await socket.disconnect()
+    start, done = frames[0], frames[-1]
+    answer = await Message.objects.select_related("usage").aget(pk=start["message_id"])
+    text = "".join(f["delta"] for f in frames if f["type"] == "token")
+    assert (answer.status, answer.content, answer.finish_reason) == ("complete", text, "stop")
+    assert answer.usage.request_id == done["request_id"]
+    assert answer.usage.output_tokens == done["usage"]["output_tokens"] == 5
+    await chat.arefresh_from_db()
+    assert chat.title == "Name this chat sim:chunks=5"
+    counter = await _nothing_reserved()
+    assert counter.spent == answer.usage.cost > 0
+
+
 async def test_the_start_frame_names_the_rows_the_answer_is_saved_in(
     creds, chat: Chat, alice_token: str
 ) -> None:
