@@ -39,6 +39,7 @@ from chats.services.generation import spawn
 from chats.services.inputs import MessageInput, message_input_parse
 from chats.services.messages import ChatDefaults, Generation, message_start
 from config.errors import ApiError
+from config.ws_frames import text_writer
 from providers.admission import AdmissionRefused
 
 CLOSE_ACCESS_REVOKED = 4403
@@ -297,8 +298,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     # --- sending -----------------------------------------------------------------------------
 
     async def _send_text(self, text: str) -> None:
-        # The generation's sink: straight to the ASGI server, once per token.
-        await self._frame_send({"type": "websocket.send", "text": text})
+        # The generation's sink, once per token: straight to the transport where it can be.
+        write = self._frame_write
+        if write is None or not write(text):
+            await self._frame_send({"type": "websocket.send", "text": text})
+
+    @functools.cached_property
+    def _frame_write(self) -> Callable[[str], bool] | None:
+        return text_writer(self._frame_send)
 
     @functools.cached_property
     def _frame_send(self) -> Callable[[dict[str, Any]], Awaitable[None]]:
