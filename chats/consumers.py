@@ -50,7 +50,6 @@ _REFUSAL_DETAILS = ("retry_after", "limit", "resets_at")
 
 class _Opened(NamedTuple):
     membership: Membership
-    key: str  # the chat's cache key
     group: str
     defaults: ChatDefaults
     history_tokens: int
@@ -62,12 +61,10 @@ def _open(user: User, token: ApiToken | None, chat_id: int) -> _Opened | None:
     if found is None:
         return None
     membership, chat = found
-    key = presence.chat_key(chat)
-    presence.watch(key=key)
+    presence.watch(chat_id=chat.pk)
     history = history_for_context(chat_id=chat.pk)
     return _Opened(
         membership,
-        key,
         presence.group_name(chat),
         (chat.default_provider, chat.default_model),
         history_tokens(system_prompt=chat.system_prompt, history=history),
@@ -101,7 +98,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
         # The defaults and the history's size let a message route, and even be admitted,
         # before the gate has answered (`message_start`'s `hint` and `history_tokens`).
-        self.membership, self._key, self.group, self._defaults, self._history_tokens = opened
+        self.membership, self.group, self._defaults, self._history_tokens = opened
         await self._sync_group()
         await self.accept()
         await self.channel_layer.group_send(
@@ -127,7 +124,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if self.membership is None:
             return
         await self._sync_group()
-        await database_sync_to_async(presence.unwatch)(key=self._key)
+        await database_sync_to_async(presence.unwatch)(chat_id=self.chat_id)
 
     # --- frames from the client --------------------------------------------------------------
 
@@ -182,7 +179,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         else:
             # A REST request's answer (its frames name no origin), or one whose start frame this
             # socket has not seen yet.
-            await cancelling.acancel(key=self._key)
+            await cancelling.acancel(chat_id=self.chat_id)
 
     # --- the generation, in its own task -----------------------------------------------------
 
@@ -196,7 +193,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 sink=self._send_text,
                 origin=self.channel_name,
                 hint=self._defaults,
-                key=self._key,
                 history_tokens=self._history_tokens,
             )
         except AccessRevoked as exc:

@@ -142,3 +142,23 @@ class SystemPrompt(TimeStampedModel):
     @property
     def shared(self) -> bool:
         return self.owner_id is None
+
+
+class ChatPresence(models.Model):
+    """Per-chat state every process shares: the one-answer-at-a-time lock, and how many sockets
+    watch the chat. A row of its own, written only by `chats.services.presence`'s statements,
+    so that saving a Chat (the admin saves every field) never writes over a lock taken since."""
+
+    chat = models.OneToOneField(
+        Chat, on_delete=models.CASCADE, primary_key=True, related_name="presence"
+    )
+    # The answer holding the lock: its request id and the channel that generates it.
+    lock_owner = models.CharField(max_length=255, blank=True)
+    # A lock left by a crashed process frees itself then.
+    lock_until = models.DateTimeField(null=True)
+    watchers = models.PositiveIntegerField(default=0)
+    # A count left high by a crashed process is forgotten then (it only costs needless sends).
+    watchers_until = models.DateTimeField(null=True)
+
+    def __str__(self) -> str:
+        return f"presence of chat {self.chat_id}"

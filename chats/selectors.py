@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from accounts.models import ApiToken, Membership, Organization, User
 from chats.models import Chat, Message, SystemPrompt
+from chats.services import presence
 from chats.services.errors import AccessRevoked, ChatNotFound
 from config import apg
 from config.dbhop import db_hop
@@ -104,36 +105,43 @@ def _refuse(*, membership: Membership, token: ApiToken | None) -> NoReturn:
     raise ChatNotFound()
 
 
-# PostgreSQL, from the event loop: the gate and the history in one statement, the history as a
-# JSON array of [role, content], oldest first; and, the gate passed, two ids of the message
-# table for the message and its answer: their rows can then be written while the provider call
-# opens, without the start frame (which names them) waiting for the INSERT. An id drawn for a
-# call that does not go ahead is simply never used.
+# PostgreSQL, from the event loop: the gate, the chat's lock and the history in one statement,
+# the history as a JSON array of [role, content], oldest first; and, the gate passed, two ids of
+# the message table for the message and its answer: their rows can then be written while the
+# provider call opens, without the start frame (which names them) waiting for the INSERT. An id
+# drawn for a call that does not go ahead is simply never used. The lock is claimed only for a
+# chat that passed the gate (`presence.claim_from`); its result is NULL when the chat is busy.
 _MESSAGE_ID = f"nextval(pg_get_serial_sequence('{Message._meta.db_table}', 'id'))"
+_CLAIM_CTE = presence.claim_from("SELECT g.id, %s, %s, 0, NULL FROM g")
 _GATE_HISTORY_SQL = f"""
+    WITH g AS ({{gate}}), claim AS ({_CLAIM_CTE})
     SELECT g.*, (SELECT coalesce(json_agg(json_build_array(h.role, h.content) ORDER BY h.id),
                                  '[]')::text
                  FROM ({_HISTORY_OF.format(columns="id, role, content", chat="g.id")}) h),
-           {_MESSAGE_ID}, {_MESSAGE_ID}
-    FROM ({{gate}}) g"""  # noqa: S608 - no user input
+           {_MESSAGE_ID}, {_MESSAGE_ID}, (SELECT watching FROM claim)
+    FROM g"""  # noqa: S608 - no user input
 
 
 async def achat_for_message(
-    *, membership: Membership, token: ApiToken | None, chat_id: int
-) -> tuple[Chat, list[tuple[str, str]], tuple[int, int]]:
-    """`chat_for_message` and `history_for_context` in one statement on the event loop's own
-    connection (`config.apg`; PostgreSQL only), with the ids the message and its answer will
-    have (the smaller the message's)."""
-    gate, params = _gate(membership, token, chat_id, timezone.now())
+    *, membership: Membership, token: ApiToken | None, chat_id: int, owner: str
+) -> tuple[Chat, list[tuple[str, str]], tuple[int, int], int | None]:
+    """`chat_for_message`, `presence.claim` and `history_for_context` in one statement on the
+    event loop's own connection (`config.apg`; PostgreSQL only), with the ids the message and its
+    answer will have (the smaller the message's). The last value is how many sockets watch the
+    chat, or None when its lock is held by another answer."""
+    now = timezone.now()
+    gate, params = _gate(membership, token, chat_id, now)
     sql = _GATE_HISTORY_SQL.format(gate=gate)
-    row = await apg.fetchone(sql, [*_HISTORY_PARAMS, *params])
+    claim = [*presence.claim_row(owner, now), *presence.claim_times(now)]
+    row = await apg.fetchone(sql, [*params, *claim, *_HISTORY_PARAMS])
     if row is None:
         await db_hop(_refuse, membership=membership, token=token)
-    *values, version, history, first, second = row
+    *values, version, history, first, second, watchers = row
     chat = Chat.from_db(connection.alias, _CHAT_FIELDS, values)
     chat.settings_version = version
     turns = [(role, text) for role, text in json.loads(history)]
-    return _gated(membership, chat), turns, (min(first, second), max(first, second))
+    ids = (min(first, second), max(first, second))
+    return _gated(membership, chat), turns, ids, watchers
 
 
 def message_list(*, chat: Chat) -> QuerySet[Message]:

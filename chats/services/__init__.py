@@ -7,7 +7,7 @@
 - `chats.services.records` — the two database writes of an answer (start and end);
 - `chats.services.inputs` — validation of a message's input, shared by REST and WebSocket;
 - `chats.services.context` — the context sent to the model, and chat titles;
-- `chats.services.presence` — the per-chat lock and watcher count, in the shared cache;
+- `chats.services.presence` — the per-chat lock and watcher count, in the database;
 - `chats.services.errors` — the errors, all `ApiError`s.
 
 Import from the submodules (`from chats.services.messages import message_start`): this package

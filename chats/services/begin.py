@@ -6,12 +6,11 @@ Two ways to take them, the same steps in the same order:
 
 - in a thread (`begin_sync`, `admit_and_store_sync`, one `config.dbhop` hop each) — SQLite, the
   in-process tests, and any case the other way does not cover;
-- on the event loop (`abegin`, `aadmit_and_store`) where the database is PostgreSQL and the
-  cache Redis (`presence.on_loop`): the gate and history in one statement (`config.apg`), the
-  lock and the watcher count in one Redis round trip (`config.aredis`), admission in one
-  statement where it can (`providers.admission.admit`), and the rows written once the first token
-  is out, under ids the gate drew. No thread hop at all on the way to the first token, in the
-  common case.
+- on the event loop (`abegin`, `aadmit_and_store`) where the database is PostgreSQL
+  (`presence.on_loop`): the gate, the lock, the watcher count and the history in one statement
+  (`config.apg`), admission in one statement where it can (`providers.admission.admit`), and the
+  rows written once the first token is out, under ids the gate drew. No thread hop at all on the
+  way to the first token, in the common case.
 
 A socket also knows, from its last message, about how many tokens the chat's history holds. With
 that, admission need not wait for the gate: `speculate` reserves while the gate runs, on the
@@ -80,7 +79,6 @@ class Begun:
     could admit the call too."""
 
     chat: Chat
-    key: str
     history: list[tuple[str, str]]
     watchers: int
     admitted: Admitted | None = None
@@ -113,12 +111,11 @@ def begin_sync(
     """The first hop: rights and the chat gate (one query), the chat's lock, the history, the
     count of sockets watching the chat; with a guess that still holds, admission and the rows."""
     chat = chat_for_message(membership=membership, token=token, chat_id=chat_id)
-    key = presence.chat_key(chat)
-    if not presence.lock_acquire(key=key, owner=owner):
+    watchers = presence.claim(chat_id=chat.pk, owner=owner)
+    if watchers is None:
         raise ChatBusy()
     try:
-        begun = Begun(chat, key, history_for_context(chat_id=chat.pk), 0)
-        begun.watchers = presence.watchers_count(key=key)
+        begun = Begun(chat, history_for_context(chat_id=chat.pk), watchers)
         # `chat_for_message` brought the organisation's settings version up to date.
         version = membership.organization.settings_version
         if guess and guess.defaults == defaults_of(chat) and guess.settings_version == version:
@@ -127,7 +124,7 @@ def begin_sync(
                 membership, begun, message, guess.route, prepared, request_id
             )
     except BaseException:
-        presence.lock_release(key=key, owner=owner)
+        presence.lock_release(chat_id=chat.pk, owner=owner)
         raise
     return begun
 
@@ -299,51 +296,27 @@ def _stored(
 
 
 async def abegin(
-    *,
-    membership: Membership,
-    token: ApiToken | None,
-    chat_id: int,
-    owner: str,
-    key: str | None = None,
+    *, membership: Membership, token: ApiToken | None, chat_id: int, owner: str
 ) -> Begun:
     """`begin_sync` on the event loop (see `on_loop`), without the guess: routing costs no hop
-    here, so it simply follows. With the chat's cache `key` known (a socket's), the gate and
-    the lock go to PostgreSQL and Redis at the same time; a lock taken for a caller the gate
-    then refuses is given back at once."""
-    gate = achat_for_message(membership=membership, token=token, chat_id=chat_id)
-    if key is None:
-        chat, history, ids = await gate
-        key = presence.chat_key(chat)
-        claimed = await presence.aclaim(key=key, owner=owner)
-    else:
-        claiming = asyncio.ensure_future(presence.aclaim(key=key, owner=owner))
-        try:
-            chat, history, ids = await gate
-        except BaseException:
-            if (await claiming)[0]:
-                await presence.arelease(key=key, owner=owner)
-            raise
-        claimed = await claiming
-        if presence.chat_key(chat) != key:  # another chat under a reused id: not this lock
-            if claimed[0]:
-                await presence.arelease(key=key, owner=owner)
-            key = presence.chat_key(chat)
-            claimed = await presence.aclaim(key=key, owner=owner)
-    taken, watchers = claimed
-    if not taken:
+    here, so it simply follows. The gate, the lock and the history are one statement."""
+    chat, history, ids, watchers = await achat_for_message(
+        membership=membership, token=token, chat_id=chat_id, owner=owner
+    )
+    if watchers is None:
         raise ChatBusy()
-    return Begun(chat, key, history, watchers, ids=ids)
+    return Begun(chat, history, watchers, ids=ids)
 
 
 async def abandon(beginning: asyncio.Future[Begun], owner: str) -> None:
-    """Undo an `abegin` whose caller gave up on it: stopped if it still runs (it then gives back
-    what it took), its lock released if it had ended with the chat held."""
-    beginning.cancel()
+    """Undo an `abegin` whose caller gave up on it: once its statement has answered (stopping
+    it mid-flight would leave unknown whether it took the lock), the lock is given back if it
+    was taken."""
     try:
         begun = await beginning
     except BaseException:
         return
-    await presence.arelease(key=begun.key, owner=owner)
+    await presence.arelease(chat_id=begun.chat.pk, owner=owner)
 
 
 async def aadmit_and_store(

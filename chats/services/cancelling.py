@@ -4,7 +4,7 @@ Whoever generates an answer listens on a channel of the channel layer: a socket 
 channel, a REST request (which waits for the finished answer) on one it makes for the purpose.
 That channel — the answer's *origin* — is part of the value of the chat's lock
 (`presence.lock_owner`), which the answer holds while it runs, so any process finds it with one
-cache read and it costs the answer nothing to publish: the REST cancel endpoint, a socket on the
+database read and it costs the answer nothing to publish: the REST cancel endpoint, a socket on the
 chat whose user presses stop, the deletion of the chat. A `chat.cancel` message sent there stops
 the answer, which is saved `cancelled` with the text so far.
 
@@ -19,7 +19,6 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import BaseChannelLayer, get_channel_layer
-from django.core.cache import cache
 
 from chats.models import Chat
 from chats.services import presence
@@ -34,9 +33,9 @@ CANCEL = "chat.cancel"
 DELETED = "chat.deleted"
 
 
-def origin_get(*, key: str) -> str | None:
+def origin_get(*, chat_id: int) -> str | None:
     """The channel generating the chat's answer, or None when nothing is generating."""
-    return presence.owner_channel(cache.get(f"{key}:lock"))
+    return presence.owner_channel(presence.lock_holder(chat_id=chat_id))
 
 
 # --- answers no socket waits on --------------------------------------------------------------
@@ -72,9 +71,9 @@ async def _listen(layer: BaseChannelLayer, channel: str, generation: Generation)
 # --- senders ---------------------------------------------------------------------------------
 
 
-async def acancel(*, key: str) -> bool:
+async def acancel(*, chat_id: int) -> bool:
     """Ask whoever generates the chat's answer to stop; False when nothing is generating."""
-    origin = await db_hop(origin_get, key=key)
+    origin = await db_hop(origin_get, chat_id=chat_id)
     if origin is None:
         return False
     await get_channel_layer().send(origin, {"type": CANCEL})
@@ -84,16 +83,17 @@ async def acancel(*, key: str) -> bool:
 def generation_cancel(*, chat: Chat) -> None:
     """Stop the chat's answer wherever it is generated (it is saved `cancelled`); raises
     `NotGenerating` when there is none. The caller has passed the chat's tenant gate."""
-    origin = origin_get(key=presence.chat_key(chat))
+    origin = origin_get(chat_id=chat.pk)
     if origin is None:
         raise NotGenerating()
     async_to_sync(get_channel_layer().send)(origin, {"type": CANCEL})
 
 
-def deleted_announce(*, group: str, key: str) -> None:
+def deleted_announce(*, group: str, origin: str | None) -> None:
     """Tell the sockets of a deleted chat, in every process, and whoever generates its answer
-    (a socket out of the group while it broadcasts, or a REST request), so that they stop."""
-    async_to_sync(_announce)(group, origin_get(key=key))
+    (`origin`, read before the deletion took the chat's lock with it: a socket out of the group
+    while it broadcasts, or a REST request), so that they stop."""
+    async_to_sync(_announce)(group, origin)
 
 
 async def _announce(group: str, origin: str | None) -> None:

@@ -120,7 +120,6 @@ class Generation:
         self,
         *,
         chat_id: int,
-        key: str,
         group: str,
         request_id: str,
         owner: str,
@@ -154,7 +153,6 @@ class Generation:
         self.start_text: str | None = None  # the start frame, once sent
         self.broadcast = broadcast
         self.finished = False
-        self._key = key
         self._owner = owner  # the value of the chat's lock while this answer holds it
         self._group = group
         self._title = title
@@ -402,7 +400,6 @@ class Generation:
                 usage=usage,
                 usage_fields=usage_fields,
                 end=end,
-                key=self._key,
                 owner=self._owner,
             )
         self.finished = True
@@ -425,17 +422,19 @@ class Generation:
     async def _settle_on_loop(
         self, end: AnswerEnd, usage: Usage | None, usage_fields: dict[str, Any]
     ) -> Any:
-        """The usage record and the answer's final state in one transaction on the event loop,
-        then the lock's release (`providers.admission.settle_on_loop`); `_NOT_ON_LOOP` when that
-        is not possible, with nothing written."""
+        """The usage record, the answer's final state and the release of the chat's lock, all
+        committed together on the event loop (`providers.admission.settle_on_loop`: one
+        statement, where at most one counter is charged); `_NOT_ON_LOOP` when that is not
+        possible, with nothing written."""
         if not presence.on_loop():
             return _NOT_ON_LOOP
+        release = (presence.RELEASE_SQL, [self.chat_id, self._owner])
         try:
             record = await billing.settle_on_loop(
                 self._admission,
                 self._candidate,
                 usage,
-                also=lambda usage_id: end.statements(usage_id, timezone.now()),
+                also=lambda usage_id: [*end.statements(usage_id, timezone.now()), release],
                 **usage_fields,
             )
         except Exception:
@@ -443,14 +442,7 @@ class Generation:
             # Rolled back, or (a failure after the commit) complete: the thread path writes the
             # rows, or finds the ledger row there and saves the same final state again.
             return _NOT_ON_LOOP
-        if record is None:
-            return _NOT_ON_LOOP
-        try:
-            await presence.arelease(key=self._key, owner=self._owner)
-        except Exception:
-            # The lock expires by itself; until then the chat refuses new messages as busy.
-            logger.exception("releasing the lock of chat %s failed", self.chat_id)
-        return record
+        return _NOT_ON_LOOP if record is None else record
 
     def _start_store(self) -> None:
         if self._store_later is not None:
@@ -488,7 +480,6 @@ def _settle_answer(
     usage: Usage | None,
     usage_fields: dict[str, Any],
     end: AnswerEnd,
-    key: str,
     owner: str,
 ) -> Any:
     """The settlement hop: the usage record, then the answer's final state and the release of
@@ -502,7 +493,7 @@ def _settle_answer(
         # returns a reservation left behind.
         logger.exception("settling request %s failed", admission.request_id)
     try:
-        answer_finish(end=end, usage_id=getattr(record, "pk", None), key=key, owner=owner)
+        answer_finish(end=end, usage_id=getattr(record, "pk", None), owner=owner)
     except Exception:
         logger.exception("saving message %s failed", end.message_id)
     return record

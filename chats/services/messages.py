@@ -8,8 +8,8 @@
 admission refused): then nothing is stored and no reservation or lock is left behind. Past it,
 `Generation.run` always settles (see `chats.services.generation`).
 
-The first steps are taken on the event loop where the services allow (PostgreSQL and Redis: no
-thread hop before the first token), else in as few thread hops as possible: a socket knows its
+The first steps are taken on the event loop where the database allows (PostgreSQL: no thread
+hop before the first token), else in as few thread hops as possible: a socket knows its
 chat's default provider and model (`hint`), so the route is resolved from them before the first
 hop, and that one hop checks the caller's rights, takes the chat's lock, reads the history,
 admits the call and writes the rows. If the chat's defaults or the organisation's settings
@@ -80,7 +80,6 @@ async def message_start(
     origin: str | None = None,
     hint: ChatDefaults | None = None,
     cancel_channel: str | None = None,
-    key: str | None = None,
     history_tokens: int | None = None,
 ) -> Generation:
     """Everything before the provider call. `membership` must have its organisation loaded;
@@ -88,10 +87,10 @@ async def message_start(
     the caller's own socket; `origin` is that socket's channel name (never sent its own copies);
     `hint` the chat's defaults as the caller last saw them (`Generation.defaults` tells the
     current ones); `cancel_channel` where a cancel reaches the answer when that is not `origin`
-    (a REST request's); `key` the chat's cache key, when the caller knows it (a socket);
-    `history_tokens` the chat's system prompt and history in tokens, as the caller last saw them
-    (`Generation.history_tokens`): with `hint`, admission starts while the gate runs
-    (`begin.speculate`). Raises `ApiError` (nothing stored) when the call must not happen."""
+    (a REST request's); `history_tokens` the chat's system prompt and history in tokens, as the
+    caller last saw them (`Generation.history_tokens`): with `hint`, admission starts while the
+    gate runs (`begin.speculate`). Raises `ApiError` (nothing stored) when the call must not
+    happen."""
     request_id = request_id or uuid.uuid4().hex
     # The lock names the channel generating the answer: any process finds it there.
     owner = presence.lock_owner(request_id, cancel_channel or origin)
@@ -102,7 +101,7 @@ async def message_start(
         # credentials and model lists), and the lock must not — a message that arrives while
         # another answer streams is refused as busy, not let in once that answer has ended.
         beginning = spawn(
-            begin.abegin(membership=membership, token=token, chat_id=chat_id, owner=owner, key=key)
+            begin.abegin(membership=membership, token=token, chat_id=chat_id, owner=owner)
         )
         try:
             if history_tokens is not None:
@@ -143,11 +142,13 @@ async def message_start(
             else:
                 admitted = await db_hop(begin.admit_and_store_sync, *steps)
     except BaseException:
-        await db_hop(presence.lock_release, key=begun.key, owner=owner)
+        if loop:
+            await presence.arelease(chat_id=begun.chat.pk, owner=owner)
+        else:
+            await db_hop(presence.lock_release, chat_id=begun.chat.pk, owner=owner)
         raise
     return Generation(
         chat_id=begun.chat.pk,
-        key=begun.key,
         group=presence.group_name(begun.chat),
         request_id=request_id,
         owner=owner,

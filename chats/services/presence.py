@@ -1,21 +1,29 @@
-"""Per-chat state shared by every process through Django's cache (Redis in production): the
-one-generation-at-a-time lock and the count of sockets watching the chat.
+"""Per-chat state shared by every process, in the database (`ChatPresence`): the
+one-answer-at-a-time lock, and the count of sockets watching the chat.
 
-The functions here are synchronous on purpose: the message path calls them inside the thread hop
-it already makes for its database work, so they cost no extra hop on the way to the first token.
+In the database rather than a cache so that it costs the message path no round trip of its own:
+on PostgreSQL the lock is taken by the statement that gates the chat and reads its history
+(`chats.selectors.achat_for_message`, with `claim_from`), and given back by the statement that
+settles the answer (`release_statement`, one of its `also`). Elsewhere (SQLite, the in-process
+tests) the same statements run on Django's connection, in the thread hop the message path makes
+anyway. Each is one atomic statement: an upsert whose conflict clause re-reads the row it locks,
+so of two processes claiming a free chat exactly one wins.
+
+Times are the application's clock (every process of a deployment shares one, as they share the
+database), passed as parameters so that the same SQL runs on PostgreSQL and SQLite.
 """
 
 from __future__ import annotations
 
-import logging
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
+from django.db import connection
+from django.utils import timezone
 
-from chats.models import Chat
-from config import apg, aredis
-
-logger = logging.getLogger(__name__)
+from chats.models import Chat, ChatPresence
+from config import apg
 
 # After the client leaves, a generation is read on for at most this long to learn its usage.
 DRAIN_SECONDS = 10.0
@@ -24,24 +32,44 @@ DRAIN_SECONDS = 10.0
 # it when it settles.
 LOCK_MARGIN_SECONDS = 30
 # A watcher count left high by a crashed process only costs needless channel-layer sends; it
-# expires a day after the last socket opened on the chat.
-WATCHERS_TTL = 24 * 3600
+# is forgotten a day after the last socket opened on the chat.
+WATCHERS_TTL = timedelta(days=1)
 
+_TABLE = ChatPresence._meta.db_table
 
-def chat_key(chat: Chat) -> str:
-    """The cache key stem of a chat. The creation time makes it unique even where ids are
-    reused (a test database recreated, a restored backup), so a stale lock never hits a new
-    chat."""
-    return f"chat:{chat.pk}:{_created_us(chat)}"
+# Takes the lock when the chat has no row yet, or its lock is free or expired; its result (one
+# row, or none when the chat is busy) is how many sockets watch the chat. `{source}` gives the
+# new row: (chat id, owner, lock expiry, 0, NULL). Parameters after it: now, now.
+_CLAIM = f"""
+    INSERT INTO {_TABLE} (chat_id, lock_owner, lock_until, watchers, watchers_until) {{source}}
+    ON CONFLICT (chat_id) DO UPDATE
+        SET lock_owner = excluded.lock_owner, lock_until = excluded.lock_until
+        WHERE {_TABLE}.lock_until IS NULL OR {_TABLE}.lock_until <= %s
+    RETURNING CASE WHEN watchers_until > %s THEN watchers ELSE 0 END AS watching"""  # noqa: S608
+_CLAIM_SQL = _CLAIM.format(source="VALUES (%s, %s, %s, 0, NULL)")
+# Only the holder gives the lock back: should an answer outlive its lock, another answer's lock
+# must stay.
+RELEASE_SQL = (
+    f"UPDATE {_TABLE} SET lock_owner = '', lock_until = NULL "  # noqa: S608
+    "WHERE chat_id = %s AND lock_owner = %s"
+)
+_HOLDER_SQL = f"SELECT lock_owner FROM {_TABLE} WHERE chat_id = %s AND lock_until > %s"  # noqa: S608
+_WATCH_SQL = f"""
+    INSERT INTO {_TABLE} (chat_id, lock_owner, lock_until, watchers, watchers_until)
+    VALUES (%s, '', NULL, 1, %s)
+    ON CONFLICT (chat_id) DO UPDATE SET
+        watchers = CASE WHEN {_TABLE}.watchers_until > %s THEN {_TABLE}.watchers + 1 ELSE 1 END,
+        watchers_until = excluded.watchers_until"""  # noqa: S608
+_UNWATCH_SQL = f"""
+    UPDATE {_TABLE} SET watchers = watchers - 1
+    WHERE chat_id = %s AND watchers > 0 AND watchers_until > %s"""  # noqa: S608
 
 
 def group_name(chat: Chat) -> str:
-    """The chat's channel-layer group; unique per chat for the same reason as `chat_key`."""
-    return f"chat.{chat.pk}.{_created_us(chat)}"
-
-
-def _created_us(chat: Chat) -> int:
-    return int(chat.created_at.timestamp() * 1_000_000)
+    """The chat's channel-layer group. The creation time makes it unique even where ids are
+    reused (a test database recreated, a restored backup), so a stale group never reaches a new
+    chat's sockets."""
+    return f"chat.{chat.pk}.{int(chat.created_at.timestamp() * 1_000_000)}"
 
 
 def lock_owner(request_id: str, channel: str | None) -> str:
@@ -57,68 +85,81 @@ def owner_channel(owner: object) -> str | None:
     return owner.partition(" ")[2] or None
 
 
-def lock_ttl() -> int:
-    return int(settings.GATEHOUSE_TIMEOUT_TOTAL + DRAIN_SECONDS + LOCK_MARGIN_SECONDS)
-
-
-def lock_acquire(*, key: str, owner: str) -> bool:
-    """`cache.add` is atomic in every backend that matters (Redis SET NX): one winner."""
-    return cache.add(f"{key}:lock", owner, lock_ttl())
-
-
-async def aclaim(*, key: str, owner: str) -> tuple[bool, int]:
-    """`lock_acquire` and `watchers_count` in one round trip from the event loop (Redis only:
-    see `config.aredis`): whether the lock was taken, and how many sockets watch the chat."""
-    pipe = aredis.client().pipeline(transaction=False)
-    pipe.set(aredis.key(f"{key}:lock"), aredis.dumps(owner), nx=True, ex=lock_ttl())
-    pipe.get(aredis.key(f"{key}:watchers"))
-    taken, watchers = await pipe.execute()
-    return bool(taken), int(aredis.loads(watchers) or 0)
-
-
-# Compare-and-delete in one step: only the holder's value deletes the key.
-_RELEASE_LUA = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
+def lock_ttl() -> float:
+    return settings.GATEHOUSE_TIMEOUT_TOTAL + DRAIN_SECONDS + LOCK_MARGIN_SECONDS
 
 
 def on_loop() -> bool:
-    """Whether the chat lock and watcher count can be reached from the event loop (Redis), and
-    the database too (PostgreSQL): the conditions of the message path's hop-free steps."""
-    return aredis.enabled() and apg.enabled()
+    """Whether the message path's database steps run on the event loop (`config.apg`)."""
+    return apg.enabled()
 
 
-async def arelease(*, key: str, owner: str) -> None:
-    """`lock_release` from the event loop, in one round trip."""
-    await aredis.client().eval(_RELEASE_LUA, 1, aredis.key(f"{key}:lock"), aredis.dumps(owner))
+# --- for the statements of the message path ---------------------------------------------------
 
 
-def lock_release(*, key: str, owner: str) -> None:
-    # Only the holder deletes: should a generation outlive its lock (routing that waits long on
-    # a provider's model list), another generation's lock must stay.
-    if cache.get(f"{key}:lock") == owner:
-        cache.delete(f"{key}:lock")
+def claim_from(source: str) -> str:
+    """The claim as a data-modifying CTE of another statement: `source` is a SELECT giving the
+    new row, so the lock is taken only where it returns one (a chat that passed its gate).
+    Parameters: those of `source`, then `claim_times()`."""
+    return _CLAIM.format(source=source)
 
 
-def watchers_count(*, key: str) -> int:
-    return int(cache.get(f"{key}:watchers") or 0)
+def claim_row(owner: str, now: datetime) -> list[Any]:
+    """The owner and the lock's expiry, the row's values that `claim_from`'s source selects."""
+    return [owner, now + timedelta(seconds=lock_ttl())]
 
 
-def watch(*, key: str) -> None:
-    name = f"{key}:watchers"
-    cache.add(name, 0, WATCHERS_TTL)
-    try:
-        cache.incr(name)
-    except ValueError:  # expired between add and incr
-        cache.set(name, 1, WATCHERS_TTL)
-    cache.touch(name, WATCHERS_TTL)
+def claim_times(now: datetime) -> list[Any]:
+    return [now, now]
 
 
-def unwatch(*, key: str) -> None:
-    name = f"{key}:watchers"
-    try:
-        if cache.decr(name) < 0:
-            cache.set(name, 0, WATCHERS_TTL)
-    except ValueError:  # expired: nothing to count down
-        pass
+# --- on Django's connection (a thread) ------------------------------------------------------
+
+
+def _adapted(value: datetime) -> Any:
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def claim(*, chat_id: int, owner: str) -> int | None:
+    """Take the chat's lock: how many sockets watch the chat, or None when it is busy."""
+    now = timezone.now()
+    expiry = now + timedelta(seconds=lock_ttl())
+    params = [chat_id, owner, _adapted(expiry), _adapted(now), _adapted(now)]
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_SQL, params)
+        row = cursor.fetchone()
+    return None if row is None else int(row[0])
+
+
+def lock_release(*, chat_id: int, owner: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(RELEASE_SQL, [chat_id, owner])
+
+
+def lock_holder(*, chat_id: int) -> str | None:
+    """The lock's value while an answer holds it, else None."""
+    with connection.cursor() as cursor:
+        cursor.execute(_HOLDER_SQL, [chat_id, _adapted(timezone.now())])
+        row = cursor.fetchone()
+    return None if row is None else row[0]
+
+
+def watch(*, chat_id: int) -> None:
+    """Count one more socket on the chat."""
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(_WATCH_SQL, [chat_id, _adapted(now + WATCHERS_TTL), _adapted(now)])
+
+
+def unwatch(*, chat_id: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(_UNWATCH_SQL, [chat_id, _adapted(timezone.now())])
+
+
+# --- on the event loop (PostgreSQL) -----------------------------------------------------------
+
+
+async def arelease(*, chat_id: int, owner: str) -> None:
+    """`lock_release` from the event loop, where settlement could not say it (a refusal after
+    the gate, a gate given up on)."""
+    await apg.execute(RELEASE_SQL, [chat_id, owner])

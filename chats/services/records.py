@@ -145,7 +145,7 @@ class AnswerEnd:
         return found
 
 
-def answer_finish(*, end: AnswerEnd, usage_id: int | None, key: str, owner: str) -> None:
+def answer_finish(*, end: AnswerEnd, usage_id: int | None, owner: str) -> None:
     """The answer's final state, the title of a chat's first exchange (set here, off the way
     to the first token), then the release of the chat's lock, whatever failed before it."""
     try:
@@ -153,4 +153,4 @@ def answer_finish(*, end: AnswerEnd, usage_id: int | None, key: str, owner: str)
             for sql, values in end.statements(usage_id, _now()):
                 cursor.execute(sql, values)
     finally:
-        presence.lock_release(key=key, owner=owner)
+        presence.lock_release(chat_id=end.chat_id, owner=owner)

@@ -187,8 +187,7 @@ def test_the_max_tokens_cap_is_the_models(
 def test_a_busy_chat_refuses_a_second_message(
     alice_api: APIClient, chat: Chat, creds: dict, sim_url: str
 ) -> None:
-    key = presence.chat_key(chat)
-    assert presence.lock_acquire(key=key, owner="another generation")
+    assert presence.claim(chat_id=chat.pk, owner="another generation") is not None
     try:
         before = provider_calls(sim_url)
         response = send(alice_api, chat, content="hi")
@@ -197,7 +196,7 @@ def test_a_busy_chat_refuses_a_second_message(
         assert provider_calls(sim_url) == before
         assert not Message.objects.exists()
     finally:
-        presence.lock_release(key=key, owner="another generation")
+        presence.lock_release(chat_id=chat.pk, owner="another generation")
     assert send(alice_api, chat, content="hi").status_code == 201
 
 

@@ -203,23 +203,22 @@ async def test_a_busy_chat_is_refused_and_the_reservation_given_back(
 ) -> None:
     socket, _ = await connect(chat.pk, bearer(alice_token))
     await _exchange(socket, "Hello sim:chunks=2")
-    key = presence.chat_key(chat)
     # Another process is generating this chat's answer.
-    assert await sync_to_async(presence.lock_acquire)(key=key, owner="elsewhere")
+    assert await sync_to_async(presence.claim)(chat_id=chat.pk, owner="elsewhere") is not None
     try:
         frames = await _exchange(socket, "Me too")
     finally:
-        await sync_to_async(presence.lock_release)(key=key, owner="elsewhere")
+        await sync_to_async(presence.lock_release)(chat_id=chat.pk, owner="elsewhere")
     await socket.disconnect()
     assert frames[-1]["code"] == "busy"
     assert await Message.objects.filter(chat=chat).acount() == 2
     await _spent_matches_the_ledger()
 
 
-async def _lock_free(key: str) -> bool:
-    taken, _ = await presence.aclaim(key=key, owner="probe")
+async def _lock_free(chat_id: int) -> bool:
+    taken = await sync_to_async(presence.claim)(chat_id=chat_id, owner="probe") is not None
     if taken:
-        await presence.arelease(key=key, owner="probe")
+        await presence.arelease(chat_id=chat_id, owner="probe")
     return taken
 
 
@@ -228,14 +227,13 @@ async def test_a_gate_given_up_on_leaves_the_chat_unlocked(
     creds, chat: Chat, alice_membership: Membership, steps_first: int
 ) -> None:
     """The gate and the lock start before the guess is routed; when the message is given up
-    meanwhile (an error, a cancellation), `begin.abandon` stops the gate or, once it has the
-    lock, releases it — before it started, mid-flight, or done."""
+    meanwhile (an error, a cancellation), `begin.abandon` waits for the gate's statement and
+    releases the lock it took — given up before it started, mid-flight, or done."""
     membership = await Membership.objects.select_related("organization").aget(
         pk=alice_membership.pk
     )
-    key = presence.chat_key(chat)
     beginning = asyncio.ensure_future(
-        begin.abegin(membership=membership, token=None, chat_id=chat.pk, owner="gave-up", key=key)
+        begin.abegin(membership=membership, token=None, chat_id=chat.pk, owner="gave-up")
     )
     for _ in range(steps_first):
         if beginning.done():
@@ -243,4 +241,4 @@ async def test_a_gate_given_up_on_leaves_the_chat_unlocked(
         await asyncio.sleep(0.001)
     await begin.abandon(beginning, "gave-up")
     assert beginning.done()
-    assert await _lock_free(key)
+    assert await _lock_free(chat.pk)
