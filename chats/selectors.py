@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from accounts.models import ApiToken, Membership, Organization, User
 from chats.models import Chat, Message, SystemPrompt
-from chats.services import presence, records
+from chats.services import presence
 from chats.services.errors import AccessRevoked, ChatNotFound
 from config import apg
 from config.dbhop import db_hop
@@ -105,55 +105,43 @@ def _refuse(*, membership: Membership, token: ApiToken | None) -> NoReturn:
     raise ChatNotFound()
 
 
-# PostgreSQL, from the event loop: the whole start of a message in one statement. The gate; the
-# chat's lock, claimed only for a chat that passed the gate (`presence.claim_from`; the result's
-# last value is NULL when the chat is busy); two ids of the message table, and the rows of the
-# message and its answer's placeholder under them, written only where the lock was taken
-# (`records.STORE_CTE`); and the history as a JSON array of [role, content], oldest first (the
-# statement's own rows are not in it: every part reads the same snapshot). An id drawn for a call
-# that does not go ahead is simply never used; a call refused after this statement deletes its
-# rows with the lock's release (`records.aundo`).
+# PostgreSQL, from the event loop: the gate, the chat's lock and the history in one statement,
+# the history as a JSON array of [role, content], oldest first; and, the gate passed, two ids of
+# the message table for the message and its answer: their rows can then be written while the
+# provider call opens, without the start frame (which names them) waiting for the INSERT. An id
+# drawn for a call that does not go ahead is simply never used. The lock is claimed only for a
+# chat that passed the gate (`presence.claim_from`); its result is NULL when the chat is busy.
 _MESSAGE_ID = f"nextval(pg_get_serial_sequence('{Message._meta.db_table}', 'id'))"
-_GATE_START_SQL = f"""
-    WITH g AS ({{gate}}),
-    claim AS ({presence.claim_from("SELECT g.id, %s, %s, 0, NULL FROM g")}),
-    drawn AS (SELECT {_MESSAGE_ID} AS one, {_MESSAGE_ID} AS two FROM g),
-    ids AS (SELECT least(one, two) AS asked, greatest(one, two) AS answer FROM drawn),
-    stored AS ({records.STORE_CTE})
+_CLAIM_CTE = presence.claim_from("SELECT g.id, %s, %s, 0, NULL FROM g")
+_GATE_HISTORY_SQL = f"""
+    WITH g AS ({{gate}}), claim AS ({_CLAIM_CTE})
     SELECT g.*, (SELECT coalesce(json_agg(json_build_array(h.role, h.content) ORDER BY h.id),
                                  '[]')::text
                  FROM ({_HISTORY_OF.format(columns="id, role, content", chat="g.id")}) h),
-           ids.asked, ids.answer, (SELECT watching FROM claim)
-    FROM g, ids"""  # noqa: S608 - no user input
+           {_MESSAGE_ID}, {_MESSAGE_ID}, (SELECT watching FROM claim)
+    FROM g"""  # noqa: S608 - no user input
 
 
 async def achat_for_message(
-    *,
-    membership: Membership,
-    token: ApiToken | None,
-    chat_id: int,
-    owner: str,
-    rows: dict[str, str],
+    *, membership: Membership, token: ApiToken | None, chat_id: int, owner: str
 ) -> tuple[Chat, list[tuple[str, str]], tuple[int, int], int | None]:
-    """`chat_for_message`, `presence.claim`, `records.messages_store` and `history_for_context`
-    in one statement on the event loop's own connection (`config.apg`; PostgreSQL only).
-    `rows`: the message's content, the provider and model it asks for ('' for none) and the
-    request id. Returns the chat, its history, the ids of the message and its answer, and how
-    many sockets watch the chat — None when another answer holds its lock (then nothing was
-    written)."""
+    """`chat_for_message`, `presence.claim` and `history_for_context` in one statement on the
+    event loop's own connection (`config.apg`; PostgreSQL only), with the ids the message and its
+    answer will have (the smaller the message's). The last value is how many sockets watch the
+    chat, or None when its lock is held by another answer."""
     now = timezone.now()
     gate, params = _gate(membership, token, chat_id, now)
-    sql = _GATE_START_SQL.format(gate=gate)
-    params += presence.claim_row(owner, now) + presence.claim_times(now)
-    params += records.store_params(now=now, **rows)
-    row = await apg.fetchone(sql, [*params, *_HISTORY_PARAMS])
+    sql = _GATE_HISTORY_SQL.format(gate=gate)
+    claim = [*presence.claim_row(owner, now), *presence.claim_times(now)]
+    row = await apg.fetchone(sql, [*params, *claim, *_HISTORY_PARAMS])
     if row is None:
         await db_hop(_refuse, membership=membership, token=token)
-    *values, version, history, asked, answer, watchers = row
+    *values, version, history, first, second, watchers = row
     chat = Chat.from_db(connection.alias, _CHAT_FIELDS, values)
     chat.settings_version = version
     turns = [(role, text) for role, text in json.loads(history)]
-    return _gated(membership, chat), turns, (asked, answer), watchers
+    ids = (min(first, second), max(first, second))
+    return _gated(membership, chat), turns, ids, watchers
 
 
 def message_list(*, chat: Chat) -> QuerySet[Message]:

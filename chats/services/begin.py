@@ -7,11 +7,10 @@ Two ways to take them, the same steps in the same order:
 - in a thread (`begin_sync`, `admit_and_store_sync`, one `config.dbhop` hop each) — SQLite, the
   in-process tests, and any case the other way does not cover;
 - on the event loop (`abegin`, `aadmit_and_store`) where the database is PostgreSQL
-  (`presence.on_loop`): the gate, the lock, the watcher count, the rows and the history in one
-  statement (`config.apg`), and admission in one statement where it can
-  (`providers.admission.admit`); a call refused after that statement has its rows deleted with
-  the lock's release (`records.aundo`). No thread hop at all on the way to the first token, in
-  the common case.
+  (`presence.on_loop`): the gate, the lock, the watcher count and the history in one statement
+  (`config.apg`), admission in one statement where it can (`providers.admission.admit`), and the
+  rows written once the first token is out, under ids the gate drew. No thread hop at all on the
+  way to the first token, in the common case.
 
 A socket also knows, from its last message, about how many tokens the chat's history holds. With
 that, admission need not wait for the gate: `speculate` reserves while the gate runs, on the
@@ -25,7 +24,9 @@ token; the hard limits hold either way, as a speculative reservation is a real o
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -39,7 +40,7 @@ from chats.services.context import context_counted
 from chats.services.errors import ChatBusy, InputError
 from chats.services.generation import spawn
 from chats.services.inputs import MessageInput, params_check
-from chats.services.records import aundo, messages_store
+from chats.services.records import amessages_store, messages_store
 from providers import admission as billing
 from providers.adapters.base import ChatTurn, estimate_tokens
 from providers.routing import Route
@@ -67,8 +68,9 @@ class Admitted:
     max_tokens: int
     context: list[ChatTurn]
     admission: billing.Admission
-    ids: tuple[int, int]  # (user message, answer), their rows written
+    ids: tuple[int, int]  # (user message, answer)
     input_tokens: int  # the context's, estimated
+    store: Callable[[], Awaitable[None]] | None = None  # writes the rows, when not yet written
 
 
 @dataclass(slots=True)
@@ -80,7 +82,7 @@ class Begun:
     history: list[tuple[str, str]]
     watchers: int
     admitted: Admitted | None = None
-    ids: tuple[int, int] | None = None  # the rows the gate wrote, when it could
+    ids: tuple[int, int] | None = None  # drawn for the rows by the gate, when it could
 
 
 @dataclass(slots=True)
@@ -277,53 +279,44 @@ def _stored(
     admission: billing.Admission,
     request_id: str,
 ) -> Admitted:
-    """The admitted call, under the rows `abegin`'s statement wrote."""
+    """The admitted call, and the INSERT of its rows (with the ids the gate drew) for the
+    generation to run once its first token is out."""
     ids = begun.ids
-    assert ids is not None  # `abegin` always writes them
+    assert ids is not None  # `abegin` always draws them
+    store = functools.partial(
+        amessages_store,
+        chat_id=begun.chat.pk,
+        content=message.content,
+        route=route,
+        request_id=request_id,
+        ids=ids,
+    )
     max_tokens, context, input_tokens = prepared
-    return Admitted(route, max_tokens, context, admission, ids, input_tokens)
+    return Admitted(route, max_tokens, context, admission, ids, input_tokens, store)
 
 
 async def abegin(
-    *,
-    membership: Membership,
-    token: ApiToken | None,
-    chat_id: int,
-    owner: str,
-    message: MessageInput,
-    request_id: str,
+    *, membership: Membership, token: ApiToken | None, chat_id: int, owner: str
 ) -> Begun:
     """`begin_sync` on the event loop (see `on_loop`), without the guess: routing costs no hop
-    here, so it simply follows. The gate, the lock, the rows and the history are one statement
-    (`chats.selectors.achat_for_message`)."""
-    rows = {
-        "content": message.content,
-        "provider": message.provider or "",
-        "model": message.model or "",
-        "request_id": request_id,
-    }
+    here, so it simply follows. The gate, the lock and the history are one statement."""
     chat, history, ids, watchers = await achat_for_message(
-        membership=membership, token=token, chat_id=chat_id, owner=owner, rows=rows
+        membership=membership, token=token, chat_id=chat_id, owner=owner
     )
     if watchers is None:
         raise ChatBusy()
     return Begun(chat, history, watchers, ids=ids)
 
 
-async def undo(begun: Begun, owner: str) -> None:
-    """Undo `abegin` for a call refused after it: its rows deleted, the lock given back."""
-    assert begun.ids is not None
-    await aundo(chat_id=begun.chat.pk, ids=begun.ids, owner=owner)
-
-
 async def abandon(beginning: asyncio.Future[Begun], owner: str) -> None:
-    """Undo an `abegin` whose caller gave up on it, once its statement has answered (stopping
-    it mid-flight would leave unknown whether it took the lock and wrote the rows)."""
+    """Undo an `abegin` whose caller gave up on it: once its statement has answered (stopping
+    it mid-flight would leave unknown whether it took the lock), the lock is given back if it
+    was taken."""
     try:
         begun = await beginning
     except BaseException:
         return
-    await undo(begun, owner)
+    await presence.arelease(chat_id=begun.chat.pk, owner=owner)
 
 
 async def aadmit_and_store(

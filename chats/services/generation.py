@@ -129,6 +129,7 @@ class Generation:
         params: CallParams,
         admission: billing.Admission,
         ids: tuple[int, int],
+        store: Callable[[], Awaitable[None]] | None,
         input_tokens: int,
         defaults: tuple[str, str],
         sink: Sink | None,
@@ -139,9 +140,14 @@ class Generation:
         self.request_id = request_id
         self.provider = route.provider
         self.model = route.model
-        # The rows of the user message and the answer's placeholder, written before the call.
+        # The ids of the user message and the answer's placeholder. `store`, when given, writes
+        # those rows (None: written already). It is started once the first token is out, off
+        # that token's way (the start frame names the ids, not the rows), or at settlement if
+        # no token comes; settlement waits for it.
         self.user_message_id: int | None = ids[0]
         self.message_id: int | None = ids[1]
+        self._store_later = store
+        self._store: asyncio.Future[None] | None = None
         self.defaults = defaults  # the chat's default provider and model, as read for it
         self.input_tokens = input_tokens  # the context's, as admission estimated them
         self.start_text: str | None = None  # the start frame, once sent
@@ -278,6 +284,7 @@ class Generation:
                     # burst of chunks already read would otherwise all be processed (~5 ms for
                     # 50) before the loop gets to write the first of them.
                     await asyncio.sleep(0)
+                    self._start_store()
             else:
                 outcome.end = event
 
@@ -362,6 +369,8 @@ class Generation:
         status, error_code, finish_reason = self._status(outcome)
         usage = self._usage(outcome)
         content = "".join(outcome.parts)
+        if not await self._rows_written():
+            status, error_code, outcome.error = Message.Status.ERROR, INTERNAL.code, INTERNAL
         candidate = self._candidate
         end = AnswerEnd(
             message_id=self.message_id,
@@ -434,6 +443,24 @@ class Generation:
             # rows, or finds the ledger row there and saves the same final state again.
             return _NOT_ON_LOOP
         return _NOT_ON_LOOP if record is None else record
+
+    def _start_store(self) -> None:
+        if self._store_later is not None:
+            self._store = spawn(self._store_later())
+            self._store_later = None
+
+    async def _rows_written(self) -> bool:
+        self._start_store()
+        store, self._store = self._store, None
+        if store is None:
+            return self.message_id is not None
+        try:
+            await store
+        except Exception:
+            logger.exception("storing the messages of request %s failed", self.request_id)
+            self.user_message_id = self.message_id = None
+            return False
+        return True
 
     async def _emit_end(self, reply: Reply) -> None:
         # Clients see `start` before the `done` or `error` of every answer with a message.

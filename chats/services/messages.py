@@ -101,14 +101,7 @@ async def message_start(
         # credentials and model lists), and the lock must not — a message that arrives while
         # another answer streams is refused as busy, not let in once that answer has ended.
         beginning = spawn(
-            begin.abegin(
-                membership=membership,
-                token=token,
-                chat_id=chat_id,
-                owner=owner,
-                message=message,
-                request_id=request_id,
-            )
+            begin.abegin(membership=membership, token=token, chat_id=chat_id, owner=owner)
         )
         try:
             if history_tokens is not None:
@@ -150,7 +143,7 @@ async def message_start(
                 admitted = await db_hop(begin.admit_and_store_sync, *steps)
     except BaseException:
         if loop:
-            await begin.undo(begun, owner)  # the gate's rows too
+            await presence.arelease(chat_id=begun.chat.pk, owner=owner)
         else:
             await db_hop(presence.lock_release, chat_id=begun.chat.pk, owner=owner)
         raise
@@ -165,6 +158,7 @@ async def message_start(
         params=CallParams(temperature=message.temperature, max_tokens=admitted.max_tokens),
         admission=admitted.admission,
         ids=admitted.ids,
+        store=admitted.store,
         input_tokens=admitted.input_tokens,
         defaults=defaults_of(begun.chat),
         sink=sink,

@@ -27,6 +27,10 @@ _COLUMNS = (
 )
 _ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 _INSERT_SQL = f"INSERT INTO {_TABLE} ({_COLUMNS}) VALUES {_ROW}, {_ROW} RETURNING id, role"  # noqa: S608
+_ROW_WITH_ID = "(%s, " + _ROW[1:]
+_INSERT_WITH_IDS_SQL = (
+    f"INSERT INTO {_TABLE} (id, {_COLUMNS}) VALUES {_ROW_WITH_ID}, {_ROW_WITH_ID}"  # noqa: S608
+)
 _FINISH_SQL = (
     f"UPDATE {_TABLE} SET status = %s, content = %s, provider = %s, model = %s, "  # noqa: S608
     "credential_id = %s, error_code = %s, finish_reason = %s, usage_id = {usage}, "
@@ -79,41 +83,14 @@ def messages_store(*, chat_id: int, content: str, route: Route, request_id: str)
         return _ids(cursor.fetchall())
 
 
-# The two rows as a data-modifying CTE of the statement that gates the chat and takes its lock
-# (`chats.selectors.achat_for_message`), written only where that statement took the lock: its
-# CTEs `g` (the chat, once gated), `ids` (the ids drawn for the rows) and `claim` (a row when the
-# lock was taken). The answer's provider and model are the message's, else the chat's defaults:
-# what routing picks in the usual case; settlement writes the ones used. Parameters:
-# `store_params`.
-STORE_CTE = f"""
-    INSERT INTO {_TABLE} (id, chat_id, role, content, status, provider, model, error_code,
-                          finish_reason, request_id, created_at, updated_at)
-    SELECT ids.asked, g.id, '{Message.Role.USER.value}', %s,
-           '{Message.Status.COMPLETE.value}', '', '', '', '', '', %s, %s
-    FROM g, ids, claim
-    UNION ALL
-    SELECT ids.answer, g.id, '{Message.Role.ASSISTANT.value}', '',
-           '{Message.Status.STREAMING.value}', coalesce(nullif(%s, ''), g.default_provider),
-           coalesce(nullif(%s, ''), g.default_model), '', '', %s, %s, %s
-    FROM g, ids, claim"""  # noqa: S608 - no user input in the text
-
-
-def store_params(
-    *, content: str, provider: str, model: str, request_id: str, now: object
-) -> list[object]:
-    return [content, now, now, provider, model, request_id, now, now]
-
-
-# Undoes what that statement did, for a call refused after it: the rows deleted, the lock
-# given back.
-_UNDO_SQL = f"""
-    WITH gone AS (DELETE FROM {_TABLE} WHERE id IN (%s, %s) AND chat_id = %s)
-    {presence.RELEASE_SQL}"""  # noqa: S608
-
-
-async def aundo(*, chat_id: int, ids: tuple[int, int], owner: str) -> None:
-    """Delete the rows the gate wrote and give the chat's lock back, in one statement."""
-    await apg.execute(_UNDO_SQL, [*ids, chat_id, chat_id, owner])
+async def amessages_store(
+    *, chat_id: int, content: str, route: Route, request_id: str, ids: tuple[int, int]
+) -> None:
+    """`messages_store` from the event loop (`config.apg`), with the ids drawn beforehand
+    (`chats.selectors.achat_for_message`): the one INSERT, committed by itself. It runs while
+    the provider call opens; nothing on the way to the first token waits for it."""
+    user, answer = _rows(chat_id, content, route, request_id, timezone.now())
+    await apg.execute(_INSERT_WITH_IDS_SQL, [ids[0], *user, ids[1], *answer])
 
 
 def _messages_store_orm(
