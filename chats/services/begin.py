@@ -9,8 +9,8 @@ Two ways to take them, the same steps in the same order:
 - on the event loop (`abegin`, `aadmit_and_store`) where the database is PostgreSQL
   (`presence.on_loop`): the gate, the lock, the watcher count and the history in one statement
   (`config.apg`), admission in one statement where it can (`providers.admission.admit`), and the
-  rows written once the first token is out, under ids the gate drew. No thread hop at all on the
-  way to the first token, in the common case.
+  rows written while the provider request goes out, under ids the gate drew. No thread hop at
+  all on the way to the first token, in the common case.
 
 A socket also knows, from its last message, about how many tokens the chat's history holds. With
 that, admission need not wait for the gate: `speculate` reserves while the gate runs, on the
@@ -280,7 +280,7 @@ def _stored(
     request_id: str,
 ) -> Admitted:
     """The admitted call, and the INSERT of its rows (with the ids the gate drew) for the
-    generation to run once its first token is out."""
+    generation to run with its provider request."""
     ids = begun.ids
     assert ids is not None  # `abegin` always draws them
     store = functools.partial(

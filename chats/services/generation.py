@@ -141,9 +141,8 @@ class Generation:
         self.provider = route.provider
         self.model = route.model
         # The ids of the user message and the answer's placeholder. `store`, when given, writes
-        # those rows (None: written already). It is started once the first token is out, off
-        # that token's way (the start frame names the ids, not the rows), or at settlement if
-        # no token comes; settlement waits for it.
+        # those rows (None: written already); it is started with the provider request, and the
+        # start frame (which names the rows) and settlement wait for it.
         self.user_message_id: int | None = ids[0]
         self.message_id: int | None = ids[1]
         self._store_later = store
@@ -252,6 +251,9 @@ class Generation:
 
     async def _stream(self, outcome: _Outcome, started: float) -> None:
         loop = asyncio.get_running_loop()
+        # The rows' INSERT goes out with the provider request and is done long before its first
+        # chunk comes back; the start frame, which names the rows, waits for it (`_announce`).
+        self._start_store()
         try:
             stream = await open_stream(self._route.candidates, self._context, params=self._params)
         except ProviderError as exc:
@@ -284,12 +286,13 @@ class Generation:
                     # burst of chunks already read would otherwise all be processed (~5 ms for
                     # 50) before the loop gets to write the first of them.
                     await asyncio.sleep(0)
-                    self._start_store()
             else:
                 outcome.end = event
 
     async def _announce(self) -> None:
-        """The start frame, once the provider answered (or failed)."""
+        """The start frame, once the provider answered (or failed) and the rows it names exist:
+        a client may read them as soon as it has the frame."""
+        await self._rows_written()  # on failure the ids are dropped, and settlement reports it
         self._build_start()
         await self._emit(self.start_text, kind="start")
 

@@ -258,3 +258,19 @@ async def test_a_message_refused_after_the_gate_leaves_no_rows_and_the_chat_free
     await socket.disconnect()
     assert frames[-1]["type"] == "done"
     assert await Message.objects.filter(chat=chat).acount() == 2
+
+
+async def test_the_rows_a_start_frame_names_exist_when_it_arrives(
+    creds, chat: Chat, alice_token: str
+) -> None:
+    # A client may read the message and its placeholder as soon as it has the start frame, even
+    # while the first token is still on its way.
+    socket, _ = await connect(chat.pk, bearer(alice_token))
+    await socket.send_json_to({"type": "message", "content": "Slowly sim:chunks=3 sim:delay=0.2"})
+    start = (await receive_until(socket, "start"))[-1]
+    answer = await Message.objects.aget(pk=start["message_id"])
+    asked = await Message.objects.aget(pk=start["user_message_id"])
+    assert (answer.status, asked.content) == ("streaming", "Slowly sim:chunks=3 sim:delay=0.2")
+    frames = await receive_until(socket, "done", "error")
+    await socket.disconnect()
+    assert frames[-1]["type"] == "done"
