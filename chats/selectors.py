@@ -132,7 +132,7 @@ async def achat_for_message(
     now = timezone.now()
     gate, params = _gate(membership, token, chat_id, now)
     sql = _GATE_HISTORY_SQL.format(gate=gate)
-    claim = [*presence.claim_row(owner, now), *presence.claim_times(now)]
+    claim = presence.claim_params(owner, now)
     row = await apg.fetchone(sql, [*params, *claim, *_HISTORY_PARAMS])
     if row is None:
         await db_hop(_refuse, membership=membership, token=token)

@@ -4,7 +4,7 @@ one-answer-at-a-time lock, and the count of sockets watching the chat.
 In the database rather than a cache so that it costs the message path no round trip of its own:
 on PostgreSQL the lock is taken by the statement that gates the chat and reads its history
 (`chats.selectors.achat_for_message`, with `claim_from`), and given back by the statement that
-settles the answer (`release_statement`, one of its `also`). Elsewhere (SQLite, the in-process
+settles the answer (`RELEASE_SQL`, one of its `also`). Elsewhere (SQLite, the in-process
 tests) the same statements run on Django's connection, in the thread hop the message path makes
 anyway. Each is one atomic statement: an upsert whose conflict clause re-reads the row it locks,
 so of two processes claiming a free chat exactly one wins.
@@ -100,17 +100,14 @@ def on_loop() -> bool:
 def claim_from(source: str) -> str:
     """The claim as a data-modifying CTE of another statement: `source` is a SELECT giving the
     new row, so the lock is taken only where it returns one (a chat that passed its gate).
-    Parameters: those of `source`, then `claim_times()`."""
+    Parameters: `claim_params`, the source's two first."""
     return _CLAIM.format(source=source)
 
 
-def claim_row(owner: str, now: datetime) -> list[Any]:
-    """The owner and the lock's expiry, the row's values that `claim_from`'s source selects."""
-    return [owner, now + timedelta(seconds=lock_ttl())]
-
-
-def claim_times(now: datetime) -> list[Any]:
-    return [now, now]
+def claim_params(owner: str, now: datetime) -> list[Any]:
+    """The claim's parameters after the chat's id: the owner and the lock's expiry (the new
+    row's values), then now twice (the expiry test, the watchers' freshness)."""
+    return [owner, now + timedelta(seconds=lock_ttl()), now, now]
 
 
 # --- on Django's connection (a thread) ------------------------------------------------------
@@ -122,11 +119,9 @@ def _adapted(value: datetime) -> Any:
 
 def claim(*, chat_id: int, owner: str) -> int | None:
     """Take the chat's lock: how many sockets watch the chat, or None when it is busy."""
-    now = timezone.now()
-    expiry = now + timedelta(seconds=lock_ttl())
-    params = [chat_id, owner, _adapted(expiry), _adapted(now), _adapted(now)]
+    owner, *times = claim_params(owner, timezone.now())
     with connection.cursor() as cursor:
-        cursor.execute(_CLAIM_SQL, params)
+        cursor.execute(_CLAIM_SQL, [chat_id, owner, *map(_adapted, times)])
         row = cursor.fetchone()
     return None if row is None else int(row[0])
 
