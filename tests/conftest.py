@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import socket
+import sys
+import threading
 from typing import Any
 from urllib.parse import urlparse
 
@@ -44,6 +47,37 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         problems.append("Redis is unreachable")
     if problems:
         pytest.exit("REQUIRE_SERVICES=1 but: " + "; ".join(problems), returncode=3)
+
+
+# How long the interpreter may take to exit once the session has ended. Exit waits for every
+# non-daemon thread; a thread that never ends (an event loop of asgiref's `async_to_sync` whose
+# teardown waits on a task that does not finish on cancel: seen twice in a year of runs) would
+# hang CI with every result already reported. A hung run is a red run that says nothing.
+EXIT_GRACE_S = float(os.environ.get("GATEHOUSE_TEST_EXIT_GRACE_S", "60"))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Arm a watchdog for the interpreter's exit: if it has not happened `EXIT_GRACE_S` after
+    the session, print every thread's stack (what to fix) and exit with the session's status:
+    the results are all in by then, and the stacks say which task to mend."""
+    status = int(getattr(config, "_gatehouse_exitstatus", 1))  # 1: no session ran
+
+    def watchdog() -> None:
+        threading.Event().wait(EXIT_GRACE_S)
+        sys.stderr.write(
+            f"\npytest: the interpreter has not exited {EXIT_GRACE_S:.0f} s after the session "
+            "ended; threads still running:\n"
+        )
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        sys.stderr.flush()
+        os._exit(status)
+
+    threading.Thread(target=watchdog, name="exit-watchdog", daemon=True).start()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config._gatehouse_exitstatus = exitstatus  # type: ignore[attr-defined]
 
 
 # The hot paths run two ways on PostgreSQL: in thread hops, or on the event loop's own
