@@ -7,7 +7,8 @@ JSON instead of constructing pydantic models from it: that construction measured
 per chunk, more than the gateway's whole per-chunk budget (60 µs); dict reads cost well under
 1 µs. The stream class is `_Chunks`, an `AsyncStream` that cuts the SSE in bulk
 (`sse.events`) rather than a line at a time, under the same rules (`[DONE]`, in-band
-`{"error": ...}` frames raising `APIError`). `complete()` does the same with
+`{"error": ...}` frames raising `APIError`), each chunk decoded by orjson (1.5 µs where
+`json.loads` took 7.6, measured on a ~180-byte chunk). `complete()` does the same with
 `cast_to=httpx2.Response` (the SDK's documented way to get the raw response): it reads the
 JSON body and the `x-request-id` header itself rather than have the SDK transform the request
 parameters and build a ChatCompletion model (~0.7 ms of CPU per call, measured).
@@ -22,6 +23,7 @@ from typing import Any, ClassVar
 
 import httpx2
 import openai
+from orjson import loads as json_chunk
 
 from .base import (
     Adapter,
@@ -240,7 +242,7 @@ class _Chunks(openai.AsyncStream[object]):
                     if response.http_version == "HTTP/1.1":
                         await _drain(response)
                     break
-                chunk = json.loads(data)
+                chunk = json_chunk(data)
                 if chunk.__class__ is dict and chunk.get("error"):
                     raise _in_band_error(chunk["error"], response)
                 yield chunk
