@@ -18,7 +18,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from gatehouse_bench import peer, procinfo, report
+from gatehouse_bench import peer, procinfo, report, speed
 from gatehouse_bench.gatehouse_setup import DatabaseWatch, migrate, prepare_environment, seed
 from gatehouse_bench.meters import Meters
 from gatehouse_bench.plan import CHUNKS, DEFAULT, QUICK, Plan
@@ -245,9 +245,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.suite in ("all", "gateway"):
             servers.start_peer(not args.no_peer)
         print(f"bench: servers up in {time.monotonic() - began:.1f}s; measuring", flush=True)
+        speed_before = speed.reference_us()
         load = MachineLoad(servers)
         suites = asyncio.run(_measure(args, plan, servers))
         machine_load = load.summary()
+        machine_speed = speed.summary(speed_before, speed.reference_us())
     finally:
         servers.stop()
     results: dict[str, Any] = {
@@ -266,8 +268,9 @@ def main(argv: list[str] | None = None) -> int:
             "plan": plan.as_dict(),
             "chunks_per_answer": CHUNKS,
             "machine_load": machine_load,
+            "machine_speed": machine_speed,
             "server_logs": str(logs.relative_to(ROOT)),
-            "notes": servers.notes + _load_notes(machine_load),
+            "notes": servers.notes + _load_notes(machine_load) + [speed.note(machine_speed)],
         },
         "suites": suites,
     }
