@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import NoReturn
 
+import psycopg
 from django.db import connection
 from django.db.models import F, Q, QuerySet
 from django.http import Http404
@@ -133,7 +134,11 @@ async def achat_for_message(
     gate, params = _gate(membership, token, chat_id, now)
     sql = _GATE_HISTORY_SQL.format(gate=gate)
     claim = presence.claim_params(owner, now)
-    row = await apg.fetchone(sql, [*params, *claim, *_HISTORY_PARAMS])
+    try:
+        row = await apg.fetchone(sql, [*params, *claim, *_HISTORY_PARAMS])
+    except psycopg.errors.ForeignKeyViolation:
+        # The lock's row refers to a chat deleted meanwhile (`presence.holder_for_delete`).
+        row = None
     if row is None:
         await db_hop(_refuse, membership=membership, token=token)
     *values, version, history, first, second, watchers = row

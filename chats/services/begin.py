@@ -31,13 +31,14 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from django.conf import settings
+from django.db import IntegrityError
 
 from accounts.models import ApiToken, Membership
 from chats.models import Chat
 from chats.selectors import achat_for_message, chat_for_message, history_for_context
 from chats.services import presence
 from chats.services.context import context_counted
-from chats.services.errors import ChatBusy, InputError
+from chats.services.errors import ChatBusy, ChatNotFound, InputError
 from chats.services.generation import spawn
 from chats.services.inputs import MessageInput, params_check
 from chats.services.records import amessages_store, messages_store
@@ -111,7 +112,11 @@ def begin_sync(
     """The first hop: rights and the chat gate (one query), the chat's lock, the history, the
     count of sockets watching the chat; with a guess that still holds, admission and the rows."""
     chat = chat_for_message(membership=membership, token=token, chat_id=chat_id)
-    watchers = presence.claim(chat_id=chat.pk, owner=owner)
+    try:
+        watchers = presence.claim(chat_id=chat.pk, owner=owner)
+    except IntegrityError:
+        # The lock's row refers to a chat deleted meanwhile (`presence.holder_for_delete`).
+        raise ChatNotFound() from None
     if watchers is None:
         raise ChatBusy()
     try:

@@ -11,7 +11,7 @@ from accounts.models import Membership, Organization
 from chats.models import Chat, SystemPrompt
 from chats.selectors import system_prompt_default, system_prompt_get_for_member
 from chats.services import presence
-from chats.services.cancelling import deleted_announce, origin_get
+from chats.services.cancelling import deleted_announce
 from chats.services.errors import InputError
 from config.errors import ApiError
 from providers.routing import RouteError, resolve
@@ -112,11 +112,14 @@ def chat_delete(*, chat: Chat) -> None:
     """Delete the chat and its messages; its open sockets, in every process, are told and closed
     and an answer being generated in it is stopped. Usage records keep their chat id for the
     ledger."""
-    # Both read before `delete()`, which clears the row's id and takes the lock's row with it.
-    group, origin = presence.group_name(chat), origin_get(chat_id=chat.pk)
-    chat.delete()
-    # Only once the deletion is certain; a channel layer that is down must not undo it.
-    transaction.on_commit(partial(deleted_announce, group=group, origin=origin), robust=True)
+    with transaction.atomic():
+        # Both read before `delete()`, which clears the row's id and takes the lock's row with
+        # it; the origin under the rows' locks, so that no answer starts unseen in between.
+        group = presence.group_name(chat)
+        origin = presence.owner_channel(presence.holder_for_delete(chat_id=chat.pk))
+        chat.delete()
+        # Only once the deletion is certain; a channel layer that is down must not undo it.
+        transaction.on_commit(partial(deleted_announce, group=group, origin=origin), robust=True)
 
 
 # --- System prompts -----------------------------------------------------------------------

@@ -139,6 +139,23 @@ def lock_holder(*, chat_id: int) -> str | None:
     return None if row is None else row[0]
 
 
+def holder_for_delete(*, chat_id: int) -> str | None:
+    """`lock_holder` for a chat about to be deleted, in the deleting transaction: the chat's row
+    and its presence row are locked first, so no answer can take the lock between this read and
+    the delete. A claim in flight is waited for and its holder read; one that comes after waits
+    for the delete and then fails as the chat not found."""
+    list(Chat.objects.select_for_update().filter(pk=chat_id).values_list("pk"))
+    row = (
+        ChatPresence.objects.select_for_update()
+        .filter(chat_id=chat_id)
+        .values_list("lock_owner", "lock_until")
+        .first()
+    )
+    if row is None or row[1] is None or row[1] <= timezone.now():
+        return None
+    return row[0]
+
+
 def watch(*, chat_id: int) -> None:
     """Count one more socket on the chat."""
     now = timezone.now()
