@@ -13,7 +13,7 @@ https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-inte
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 _BLANK = b"\n\n"
 _DATA = b"data: "
@@ -30,34 +30,56 @@ class Event:
         self.data = data
 
 
-async def events(chunks: AsyncIterator[bytes]) -> AsyncIterator[Event]:
-    """The events of a body, as its chunks arrive. An event is dispatched at the blank line that
-    ends it; an unfinished last one is dropped, as the spec says."""
-    pending = b""
-    async for chunk in chunks:
-        pending = pending + chunk if pending else chunk
+class Decoder:
+    """Cuts a body into events as its chunks arrive, without a generator between them: `feed`
+    returns the events a chunk completes (a list, usually of one or none), `end` those the end
+    of the body completes. An event is dispatched at the blank line that ends it; an unfinished
+    last one is dropped, as the spec says."""
+
+    __slots__ = ("_pending",)
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        pending = self._pending + chunk if self._pending else chunk
         if _CR in pending:
             pending, held = _normalized(pending)
         else:
             held = b""
         if _BLANK not in pending:
-            pending += held
-            continue
+            self._pending = pending + held
+            return []
         *blocks, pending = pending.split(_BLANK)
-        pending += held
-        for event in _dispatched(blocks):
-            yield event
-    if pending.endswith(_CR):  # the body's last byte, held back: a line end after all
+        self._pending = pending + held
+        return _dispatched(blocks)
+
+    def end(self) -> list[Event]:
+        pending, self._pending = self._pending, b""
+        if not pending.endswith(_CR):
+            return []
+        # The body's last byte, held back: a line end after all.
         *blocks, _ = (pending[:-1] + b"\n").split(_BLANK)
-        for event in _dispatched(blocks):
+        return _dispatched(blocks)
+
+
+async def events(chunks: AsyncIterator[bytes]) -> AsyncIterator[Event]:
+    """The events of a body, as its chunks arrive (`Decoder` as an async iterator)."""
+    decoder = Decoder()
+    async for chunk in chunks:
+        for event in decoder.feed(chunk):
             yield event
+    for event in decoder.end():
+        yield event
 
 
-def _dispatched(blocks: list[bytes]) -> Iterator[Event]:
+def _dispatched(blocks: list[bytes]) -> list[Event]:
+    dispatched = []
     for block in blocks:
-        found = _event(block)
-        if found is not None:
-            yield found
+        event = _event(block)
+        if event is not None:
+            dispatched.append(event)
+    return dispatched
 
 
 def _normalized(data: bytes) -> tuple[bytes, bytes]:
