@@ -51,7 +51,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 # How long the interpreter may take to exit once the session has ended. Exit waits for every
 # non-daemon thread; a thread that never ends (an event loop of asgiref's `async_to_sync` whose
-# teardown waits on a task that does not finish on cancel: seen twice in a year of runs) would
+# teardown waits on a task that does not finish on cancel: seen in two sessions) would
 # hang CI with every result already reported. A hung run is a red run that says nothing.
 EXIT_GRACE_S = float(os.environ.get("GATEHOUSE_TEST_EXIT_GRACE_S", "60"))
 
