@@ -145,15 +145,8 @@ def holder_for_delete(*, chat_id: int) -> str | None:
     the delete. A claim in flight is waited for and its holder read; one that comes after waits
     for the delete and then fails as the chat not found."""
     list(Chat.objects.select_for_update().filter(pk=chat_id).values_list("pk"))
-    row = (
-        ChatPresence.objects.select_for_update()
-        .filter(chat_id=chat_id)
-        .values_list("lock_owner", "lock_until")
-        .first()
-    )
-    if row is None or row[1] is None or row[1] <= timezone.now():
-        return None
-    return row[0]
+    list(ChatPresence.objects.select_for_update().filter(chat_id=chat_id).values_list("pk"))
+    return lock_holder(chat_id=chat_id)
 
 
 def watch(*, chat_id: int) -> None:
