@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format bench bench-reports browser
+.PHONY: install run test lint format bench bench-floor bench-reports browser
 
 $(STAMP): requirements/base.txt requirements/dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ format: install
 # BENCH_ARGS="--quick" for a short run, "--no-peer" without LiteLLM.
 bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The least CPU per streamed chunk any relay costs on this machine, per gap between chunks, ~20 s.
+bench-floor: install
+	$(BIN)/python bench/floor.py
 
 # One million usage rows in PostgreSQL (database gatehouse_bench_reports), report queries timed.
 bench-reports: install

@@ -52,8 +52,8 @@ class Meters:
 
     def read(self, server_pid: int | None) -> Reading:
         return Reading(
-            server=procinfo.tree_cpu_seconds(server_pid),
-            upstream=procinfo.tree_cpu_seconds(self.upstream_pid),
+            server=procinfo.tree_runtime_seconds(server_pid),
+            upstream=procinfo.tree_runtime_seconds(self.upstream_pid),
             database=procinfo.runtime_by_pid(self.database_pids()),
             redis=procinfo.cpu_seconds(self.redis_pids),
             driver=_driver_cpu(),

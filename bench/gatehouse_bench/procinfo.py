@@ -1,8 +1,12 @@
 """CPU time and resident memory of server processes, read from /proc (Linux only).
 
-CPU is utime+stime of /proc/<pid>/stat in clock ticks (10 ms each), so a figure is only as good
-as the CPU time it sums: blocks are sized to use seconds of server CPU, and per-chunk figures
-divide the sum over all blocks of a cell.
+A server's CPU is the run time of each of its threads to the nanosecond, from
+/proc/<pid>/task/<tid>/schedstat (`tree_runtime_seconds`). utime+stime of /proc/<pid>/stat come
+in clock ticks (10 ms each) and are truncated per reading: a block of 30 chat messages used
+about 7 ticks of server CPU, so each block's figure could be off by a quarter. Run time misses a
+thread that exits within the block (its time goes with it); the servers' thread pools keep their
+threads. Ticks still decide when a server has gone quiet (`meters.Meters.quiesce`), and
+measure Redis, whose one process serves the whole machine.
 """
 
 from __future__ import annotations
@@ -53,6 +57,20 @@ def tree_cpu_seconds(root: int | None) -> float:
     return cpu_seconds(process_tree(root)) if root else 0.0
 
 
+def tree_runtime_seconds(root: int | None) -> float:
+    """CPU seconds of every live thread of the root and its descendants, to the nanosecond."""
+    if not root:
+        return 0.0
+    total = 0.0
+    for pid in process_tree(root):
+        try:
+            tasks = list((_PROC / str(pid) / "task").iterdir())
+        except OSError:
+            continue
+        total += sum(runtime_by_pid(int(t.name) for t in tasks).values())
+    return total
+
+
 def tree_rss_mib(root: int | None) -> float:
     """Resident set size of the tree, from statm (pages); shared pages count in each process."""
     if not root:
@@ -79,8 +97,8 @@ def cpu_by_pid(pids: Iterable[int]) -> dict[int, float]:
 
 
 def runtime_by_pid(pids: Iterable[int]) -> dict[int, float]:
-    """CPU seconds of single-threaded processes to the nanosecond (first field of schedstat).
-    For the database backends: dozens of processes each using a few milliseconds would all read
+    """CPU seconds of single-threaded processes, or of threads by their id, to the nanosecond
+    (first field of schedstat). For the database backends: dozens of processes each using a few milliseconds would all read
     0 in stat's whole ticks, which are truncated per process."""
     found = {}
     for pid in pids:
