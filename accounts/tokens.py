@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection
 from django.db.models import Model
 from django.utils import timezone
 
 from accounts.models import ApiToken, AuditEvent, Membership, Organization, User
 from config import apg
+from config.db import offline
 from config.dbhop import db_hop
 
 TOKEN_RE = re.compile(r"^gh_([a-z0-9]{10})_([A-Za-z0-9_\-]{20,100})$")
@@ -115,9 +116,10 @@ def _lookup_plan() -> tuple[str, list[tuple[type[Model], list[Any], list[list[An
     for model, alias in _JOINED:
         fields = list(model._meta.concrete_fields)
         columns += [f'{alias}."{f.column}"' for f in fields]
+        database = offline()
         converters = [
-            connection.ops.get_db_converters(f.get_col(model._meta.db_table))
-            + f.get_db_converters(connection)
+            database.ops.get_db_converters(f.get_col(model._meta.db_table))
+            + f.get_db_converters(database)
             for f in fields
         ]
         plan.append((model, fields, converters))
@@ -134,13 +136,14 @@ def _lookup_plan() -> tuple[str, list[tuple[type[Model], list[Any], list[list[An
 
 def _instances(row: tuple[Any, ...]) -> list[Model]:
     _, plan = _lookup_plan()
+    database = offline()
     found, start = [], 0
     for model, fields, converters in plan:
         values = list(row[start : start + len(fields)])
         for i, (field, chain) in enumerate(zip(fields, converters, strict=True)):
             for convert in chain:
-                values[i] = convert(values[i], field.get_col(model._meta.db_table), connection)
-        found.append(model.from_db(connection.alias, [f.attname for f in fields], values))
+                values[i] = convert(values[i], field.get_col(model._meta.db_table), database)
+        found.append(model.from_db(DEFAULT_DB_ALIAS, [f.attname for f in fields], values))
         start += len(fields)
     return found
 

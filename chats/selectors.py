@@ -7,7 +7,7 @@ import json
 from typing import NoReturn
 
 import psycopg
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection
 from django.db.models import F, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
@@ -142,7 +142,7 @@ async def achat_for_message(
     if row is None:
         await db_hop(_refuse, membership=membership, token=token)
     *values, version, history, first, second, watchers = row
-    chat = Chat.from_db(connection.alias, _CHAT_FIELDS, values)
+    chat = Chat.from_db(DEFAULT_DB_ALIAS, _CHAT_FIELDS, values)
     chat.settings_version = version
     turns = [(role, text) for role, text in json.loads(history)]
     ids = (min(first, second), max(first, second))

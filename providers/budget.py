@@ -47,6 +47,7 @@ from django.utils import timezone
 
 from accounts.models import Organization
 from config import apg
+from config.db import offline
 from providers.models import Reservation, SpendingCounter, SpendingLimit
 from providers.periods import period_bounds
 from providers.prices import QUANTUM
@@ -185,7 +186,7 @@ _BY_KEY = "limit_id = %s AND period_start = %s"
 
 def _dt(value: datetime | None) -> Any:
     # Raw parameters bypass the ORM's datetime adaptation (SQLite stores naive UTC text).
-    return connection.ops.adapt_datetimefield_value(value)
+    return offline().ops.adapt_datetimefield_value(value)
 
 
 def _money(value: Any) -> Decimal:

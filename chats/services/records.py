@@ -17,6 +17,7 @@ from django.utils import timezone
 from chats.models import Chat, Message
 from chats.services import presence
 from config import apg
+from config.db import offline
 from providers.budget import Expression
 from providers.routing import Route
 
@@ -41,7 +42,7 @@ _TITLE_SQL = f"UPDATE {Chat._meta.db_table} SET title = %s WHERE id = %s AND tit
 
 
 def _now() -> object:
-    return connection.ops.adapt_datetimefield_value(timezone.now())
+    return offline().ops.adapt_datetimefield_value(timezone.now())
 
 
 def _relaxed_commit() -> None:

@@ -3,6 +3,8 @@ thread hops and (PostgreSQL) on the event loop's own connection (config.apg)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 from datetime import timedelta
 
 import pytest
@@ -77,3 +79,25 @@ async def test_revoked_expired_and_inactive_are_refused(issued, alice) -> None:
     with pytest.raises(TokenError) as refused:
         await atoken_authenticate(other.secret)
     assert refused.value.code == "token_invalid"
+
+
+async def test_requests_in_fresh_tasks_build_no_database_wrapper(issued, monkeypatch) -> None:
+    """Each request runs in a task of its own. Reading `django.db.connection` there found no
+    wrapper (an asgiref Local per context) and built a new one per request."""
+    from django.db import connections
+
+    await atoken_authenticate(issued.secret)  # the process's first use may build what it needs
+    built: list[str] = []
+    create = connections.create_connection
+
+    def counting(alias: str):
+        built.append(alias)
+        return create(alias)
+
+    monkeypatch.setattr(connections, "create_connection", counting)
+    for _ in range(3):
+        # As the server starts each request: a task in a context of its own, not the test's.
+        fresh = contextvars.Context()
+        token = await asyncio.create_task(atoken_authenticate(issued.secret), context=fresh)
+        assert token.pk == issued.token.pk
+    assert built == []
