@@ -98,8 +98,8 @@ def cpu_by_pid(pids: Iterable[int]) -> dict[int, float]:
 
 def runtime_by_pid(pids: Iterable[int]) -> dict[int, float]:
     """CPU seconds of single-threaded processes, or of threads by their id, to the nanosecond
-    (first field of schedstat). For the database backends: dozens of processes each using a few milliseconds would all read
-    0 in stat's whole ticks, which are truncated per process."""
+    (first field of schedstat). For the database backends: dozens of processes each using a few
+    milliseconds would all read 0 in stat's whole ticks, which are truncated per process."""
     found = {}
     for pid in pids:
         try:
