@@ -19,7 +19,7 @@ from django.conf import settings  # noqa: E402
 
 from accounts.ws import websocket_stack  # noqa: E402
 from chats.routing import websocket_urlpatterns  # noqa: E402
-from config import daphne_tuning, heap  # noqa: E402
+from config import daphne_tuning  # noqa: E402
 from config.lean import LeanASGIHandler  # noqa: E402
 from config.mount import mount_prefix  # noqa: E402
 
@@ -43,5 +43,3 @@ application = ProtocolTypeRouter(
         "websocket": websocket_stack(URLRouter(websocket_urlpatterns)),
     }
 )
-# Last: what start-up built stays for the process's life (see config.heap).
-heap.freeze_startup_objects()
