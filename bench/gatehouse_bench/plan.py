@@ -68,8 +68,12 @@ class Plan:
     def long_chunks(self, mode: Mode) -> int:
         return LONG_CHUNKS if mode is ZERO else LONG_CHUNKS_DELAYED
 
-    def warmup(self, concurrency: int) -> int:
-        return max(self.warmup_c1, concurrency)
+    def warmup(self, concurrency: int, mode: Mode) -> int:
+        """A whole block. With 5 requests at one stream, the first measured block of a fresh
+        server still paid start-up work (statements not yet prepared on new connections, pools
+        still opening): the first cell's CPU per request read 40% above the same cell's in
+        another run of the same code (2026-12-07)."""
+        return max(self.warmup_c1, self.requests(concurrency, mode))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -107,7 +107,7 @@ async def _ready(cell: Cell, arm: Arm, plan: Plan, meters: Meters) -> bool:
         cell.probes[key] = await _probe(arm)
     if cell.probes[key][0]:
         return False
-    warmup = plan.warmup(cell.concurrency)
+    warmup = plan.warmup(cell.concurrency, cell.mode)
     await run_block(
         arm, warmup, cell.mode, cell.concurrency, meters=meters, seconds=plan.block_seconds
     )

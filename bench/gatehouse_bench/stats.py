@@ -66,6 +66,8 @@ class ArmTotals:
     rss_mib: float = 0.0
     db_connections: int | None = None
     blocks: int = 0
+    # Server CPU per successful request of each block, in order: how far blocks disagree.
+    block_cpu_us_per_request: list[float | None] = field(default_factory=list)
 
     def add(self, block: Block) -> None:
         self.samples.extend(block.samples)
@@ -79,6 +81,8 @@ class ArmTotals:
         if block.db_connections is not None:
             self.db_connections = max(self.db_connections or 0, block.db_connections)
         self.blocks += 1
+        ok = sum(1 for s in block.samples if s.ok)
+        self.block_cpu_us_per_request.append(_per(block.usage.server_cpu_s, ok))
 
     def summary(self, *, streamed: bool) -> dict[str, Any]:
         ok = [s for s in self.samples if s.ok]
@@ -102,6 +106,7 @@ class ArmTotals:
             "server_cpu_ms": round(self.server_cpu_s * 1000, 1),
             "server_cpu_us_per_request": _per(self.server_cpu_s, len(ok)),
             "server_cpu_us_per_chunk": _per(self.server_cpu_s, chunks),
+            "server_cpu_us_per_request_by_block": self.block_cpu_us_per_request,
             "server_cpu_pct": round(self.server_cpu_s / self.wall_s * 100, 1)
             if self.wall_s
             else None,
