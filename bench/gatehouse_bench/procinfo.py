@@ -12,7 +12,7 @@ measure Redis, whose one process serves the whole machine.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
@@ -59,30 +59,34 @@ def tree_cpu_seconds(root: int | None) -> float:
 
 def tree_runtime_seconds(root: int | None) -> float:
     """CPU seconds of every live thread of the root and its descendants, to the nanosecond."""
-    if not root:
-        return 0.0
-    total = 0.0
-    for pid in process_tree(root):
-        try:
-            tasks = list((_PROC / str(pid) / "task").iterdir())
-        except OSError:
-            continue
-        total += sum(runtime_by_pid(int(t.name) for t in tasks).values())
-    return total
+    return _tree_sum(root, _threads_runtime)
 
 
 def tree_rss_mib(root: int | None) -> float:
     """Resident set size of the tree, from statm (pages); shared pages count in each process."""
+    return _tree_sum(root, _rss_mib)
+
+
+def _tree_sum(root: int | None, read: Callable[[int], float | None]) -> float:
+    """`read` summed over the root and its descendants; a process gone meanwhile reads None."""
     if not root:
         return 0.0
-    total = 0.0
-    for pid in process_tree(root):
-        try:
-            resident = int((_PROC / str(pid) / "statm").read_text().split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        total += resident * _PAGE_MIB
-    return total
+    return sum(read(pid) or 0.0 for pid in process_tree(root))
+
+
+def _threads_runtime(pid: int) -> float | None:
+    try:
+        tasks = [int(task.name) for task in (_PROC / str(pid) / "task").iterdir()]
+    except OSError:
+        return None
+    return sum(runtime_by_pid(tasks).values())
+
+
+def _rss_mib(pid: int) -> float | None:
+    try:
+        return int((_PROC / str(pid) / "statm").read_text().split()[1]) * _PAGE_MIB
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def cpu_by_pid(pids: Iterable[int]) -> dict[int, float]:
