@@ -236,11 +236,12 @@ class _Chunks(openai.AsyncStream[object]):
     async def __stream__(self) -> AsyncIterator[Any]:
         response = self.response
         decoder = Decoder()  # fed directly: a generator between would cost a resume per chunk
+        body = response.aiter_bytes()
         try:
-            async for raw in response.aiter_bytes():
+            async for raw in body:
                 for event in decoder.feed(raw):
                     if event.data.startswith(b"[DONE]"):
-                        await _done(response)
+                        await _done(response, body)
                         return
                     yield _chunk(event.data, response)
             for event in decoder.end():
@@ -262,16 +263,20 @@ def _chunk(data: bytes, response: httpx2.Response) -> Any:
     return chunk
 
 
-async def _done(response: httpx2.Response) -> None:
+async def _done(response: httpx2.Response, body: AsyncIterator[bytes]) -> None:
     if response.http_version == "HTTP/1.1":
-        await _drain(response)
+        await _drain(body)
 
 
-async def _drain(response: httpx2.Response) -> None:
+async def _drain(body: AsyncIterator[bytes]) -> None:
+    """Read the rest of the body the stream was reading, so that the connection can serve the
+    next call. (Not `response.aiter_raw()`: the body is already being consumed, and httpx
+    refuses a second reader with `StreamConsumed`; the connection was then closed whenever the
+    body's end came after `[DONE]` in a read of its own.)"""
     # What follows `[DONE]` is at most a blank line; bounded all the same, as the SDK does.
     try:
         async with asyncio.timeout(_DRAIN_TIMEOUT_S):
-            async for _ in response.aiter_raw():
+            async for _ in body:
                 pass
     except (TimeoutError, httpx2.RequestError, httpx2.StreamError):
         pass  # the response is closed next, and the connection with it

@@ -643,3 +643,34 @@ async def test_complete_of_a_sparse_answer(
     assert (completion.text, completion.finish_reason) == ("", "stop")
     assert completion.usage.estimated and completion.usage.output_tokens == 0
     assert completion.provider_request_id == request_id
+
+
+async def test_a_stream_whose_end_comes_after_done_keeps_its_connection() -> None:
+    # The body's terminating chunk arrives a moment after `data: [DONE]`, as it may from any
+    # server that writes them separately: the adapter reads the body to its end (bounded in
+    # time), so the connection goes back to the pool instead of being closed.
+    async def sse(head: bytes, _: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n")
+        writer.write(b"Transfer-Encoding: chunked\r\n\r\n")
+        text = b'{"id":"c1","choices":[{"index":0,"delta":{"content":"hi"}}]}'
+        end = b'{"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}'
+        for event in (b"data: " + text + b"\n\n", b"data: " + end + b"\n\n", b"data: [DONE]\n\n"):
+            writer.write(b"%x\r\n%b\r\n" % (len(event), event))
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+
+    async with RawServer(sse) as server:
+        adapter = get_adapter(Endpoint(kind="openai", base_url=server.url, api_key="sim-lean"))
+        try:
+            for _ in range(3):
+                deltas = [
+                    d async for d in adapter.stream([{"role": "user", "content": "hi"}], model="m")
+                ]
+                assert "".join(d for d in deltas if isinstance(d, str)) == "hi"
+        finally:
+            await close_adapters()
+    assert server.connections == 1
+    assert len(server.requests) == 3
