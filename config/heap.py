@@ -1,7 +1,7 @@
 """The heap the server starts with, kept out of the cyclic garbage collector's way.
 
 Everything imported and built before the first request (Django, the apps, the provider SDKs,
-pydantic's models: several hundred thousand objects) lives as long as the process. Python's
+pydantic's models: over a hundred thousand objects) lives as long as the process. Python's
 collector still walks all of it at every full collection: under 32 concurrent `/v1` calls there
 were several a minute, of about 100 ms each: 8% of the server's CPU (timed with `gc.callbacks`,
 2026-12-07), and every answer in flight paused for the length of one. `gc.freeze()` moves those

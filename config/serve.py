@@ -5,12 +5,12 @@ reactor. daphne builds its loop when `daphne.server` is imported, from the loop 
 at that moment, so the policy is set here, before daphne's CLI is imported (in `asgi.py` it
 would come too late). Measured on `/v1` (bench A/B, 2026-12-07): 8-10% less server CPU per call
 and 11% more calls per second at 32 clients. `GATEHOUSE_UVLOOP=0` keeps asyncio's own loop.
+Every daphne option works as documented (`-b`, `-p`, `--proxy-headers`, ...).
 
 The reactor is installed here too, before daphne's import would install the stock one:
 `config.reactor`'s, which sends what is written without first waiting for the loop to report
 the socket writable. daphne keeps a reactor that is already an asyncio one. And the objects
 start-up built are frozen out of the garbage collector's walks (`config.heap`).
-Every daphne option works as documented (`-b`, `-p`, `--proxy-headers`, ...).
 """
 
 from __future__ import annotations
