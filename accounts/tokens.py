@@ -113,10 +113,10 @@ _JOINED: tuple[tuple[type[Model], str], ...] = (
 @functools.cache
 def _lookup_plan() -> tuple[str, list[tuple[type[Model], list[Any], list[list[Any]]]]]:
     columns, plan = [], []
+    database = offline()
     for model, alias in _JOINED:
         fields = list(model._meta.concrete_fields)
         columns += [f'{alias}."{f.column}"' for f in fields]
-        database = offline()
         converters = [
             database.ops.get_db_converters(f.get_col(model._meta.db_table))
             + f.get_db_converters(database)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import resource
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 
 import uvloop
+from gatehouse_bench.procinfo import own_cpu_seconds
 from gatehouse_bench.servers import SIMULATOR_KEY, RunLogs, start_simulator
 
 RESULTS = Path(__file__).resolve().parent / "results" / "floor-latest.json"
@@ -50,11 +50,6 @@ class _Relay(asyncio.Protocol):
             self.done.set_result(None)
 
 
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _request(chunks: int, first: float | None, gap: float | None) -> bytes:
     directives = f" sim:chunks={chunks}"
     if gap is not None:
@@ -76,14 +71,14 @@ def _request(chunks: int, first: float | None, gap: float | None) -> bytes:
 
 async def _cpu_per_request(port: int, out: socket.socket, request: bytes) -> float:
     loop = asyncio.get_running_loop()
-    started = _cpu()
+    started = own_cpu_seconds()
     for _ in range(REQUESTS):
         done: asyncio.Future[None] = loop.create_future()
         relay = _Relay(out, done)
         transport, _ = await loop.create_connection(lambda relay=relay: relay, "127.0.0.1", port)
         transport.write(request)
         await asyncio.wait_for(done, 60)
-    return (_cpu() - started) / REQUESTS
+    return (own_cpu_seconds() - started) / REQUESTS
 
 
 async def _measure(port: int) -> list[dict[str, object]]:

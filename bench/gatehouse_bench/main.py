@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import os
 import platform
-import resource
 import secrets
 import subprocess
 import sys
@@ -141,24 +140,19 @@ class MachineLoad:
     def __init__(self, servers: Servers) -> None:
         self.servers = servers
         self.busy0 = procinfo.machine_busy_seconds()
-        self.ours0 = servers.cpu_seconds() + _driver_cpu()
+        self.ours0 = servers.cpu_seconds() + procinfo.own_cpu_seconds()
         self.wall0 = time.monotonic()
 
     def summary(self) -> dict[str, Any]:
         wall = time.monotonic() - self.wall0
         capacity = wall * (os.cpu_count() or 1)
         busy = procinfo.machine_busy_seconds() - self.busy0
-        ours = self.servers.cpu_seconds() + _driver_cpu() - self.ours0
+        ours = self.servers.cpu_seconds() + procinfo.own_cpu_seconds() - self.ours0
         return {
             "busy_pct": round(busy / capacity * 100, 1),
             "outside_bench_pct": round(max(busy - ours, 0.0) / capacity * 100, 1),
             "loadavg_end": os.getloadavg()[0],
         }
-
-
-def _driver_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 async def _run_cells(

@@ -9,7 +9,6 @@ pg_stat_activity. Redis is one process for everyone: its figure is indicative on
 from __future__ import annotations
 
 import asyncio
-import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,11 +37,6 @@ class Usage:
     driver_cpu_s: float
 
 
-def _driver_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 @dataclass
 class Meters:
     upstream_pid: int | None
@@ -56,7 +50,7 @@ class Meters:
             upstream=procinfo.tree_runtime_seconds(self.upstream_pid),
             database=procinfo.runtime_by_pid(self.database_pids()),
             redis=procinfo.cpu_seconds(self.redis_pids),
-            driver=_driver_cpu(),
+            driver=procinfo.own_cpu_seconds(),
         )
 
     @staticmethod

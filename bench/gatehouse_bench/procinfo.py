@@ -12,6 +12,7 @@ measure Redis, whose one process serves the whole machine.
 from __future__ import annotations
 
 import os
+import resource
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -47,6 +48,12 @@ def process_tree(root: int) -> list[int]:
         tree.append(pid)
         todo.extend(children.get(pid, []))
     return tree
+
+
+def own_cpu_seconds() -> float:
+    """utime+stime of the calling process (the load driver, the floor's relay)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def cpu_seconds(pids: Iterable[int]) -> float:

@@ -13,8 +13,6 @@ https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-inte
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 _BLANK = b"\n\n"
 _DATA = b"data: "
 _CR = b"\r"
@@ -61,16 +59,6 @@ class Decoder:
         # The body's last byte, held back: a line end after all.
         *blocks, _ = (pending[:-1] + b"\n").split(_BLANK)
         return _dispatched(blocks)
-
-
-async def events(chunks: AsyncIterator[bytes]) -> AsyncIterator[Event]:
-    """The events of a body, as its chunks arrive (`Decoder` as an async iterator)."""
-    decoder = Decoder()
-    async for chunk in chunks:
-        for event in decoder.feed(chunk):
-            yield event
-    for event in decoder.end():
-        yield event
 
 
 def _dispatched(blocks: list[bytes]) -> list[Event]:

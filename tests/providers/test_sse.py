@@ -3,24 +3,17 @@ of the SSE format the SDKs' own decoders follow."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-
 import pytest
 
-from providers.adapters.sse import events
-
-
-async def _chunks(parts: list[bytes]) -> AsyncIterator[bytes]:
-    for part in parts:
-        yield part
+from providers.adapters.sse import Decoder
 
 
 def decoded(parts: list[bytes]) -> list[tuple[str | None, bytes]]:
-    async def collect() -> list[tuple[str | None, bytes]]:
-        return [(e.event, e.data) async for e in events(_chunks(parts))]
-
-    return asyncio.run(collect())
+    """The events of a body arriving in `parts`, as the OpenAI adapter feeds them."""
+    decoder = Decoder()
+    found = [event for part in parts for event in decoder.feed(part)]
+    found += decoder.end()
+    return [(e.event, e.data) for e in found]
 
 
 BODY = (
