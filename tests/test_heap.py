@@ -18,7 +18,9 @@ def test_start_up_objects_are_frozen_and_later_garbage_still_collected() -> None
     built_at_start = _Node()
     try:
         frozen = heap.freeze_startup_objects()
-        assert frozen == gc.get_freeze_count() > 10_000
+        # Not compared with gc.get_freeze_count() afterwards: frozen objects that die (their last
+        # reference dropped) leave the permanent generation, so the count only falls.
+        assert frozen > 10_000
         assert not any(o is built_at_start for o in gc.get_objects()), "not frozen"
         later = _Node()
         gone = weakref.ref(later)
