@@ -129,6 +129,8 @@ GATEHOUSE_DB_ASYNC = env.bool("GATEHOUSE_DB_ASYNC", default=not _DB_IS_SQLITE)
 # --- Redis: cache and channel layer ---------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
+    from config.redis_connection import CancelSafeConnection
+
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -143,7 +145,18 @@ if REDIS_URL:
             # reads with a 5 s socket timeout by default, which tore idle sockets down with
             # 1011 every few seconds (django/channels_redis#422). The read may wait longer, but
             # not much: a receive cancelled mid-read (a socket closing) can linger until it.
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 10}], "prefix": "gh:ws"},
+            # Sends that keep a cancellation on Python 3.11 (config/redis_connection.py); a
+            # rediss:// URL sets redis-py's TLS connection instead.
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": 10,
+                        "connection_class": CancelSafeConnection,
+                    }
+                ],
+                "prefix": "gh:ws",
+            },
         }
     }
 else:

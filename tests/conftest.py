@@ -51,8 +51,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 # How long the interpreter may take to exit once the session has ended. Exit waits for every
 # non-daemon thread; a thread that never ends (an event loop of asgiref's `async_to_sync` whose
-# teardown waits on a task that does not finish on cancel: seen in two sessions) would
-# hang CI with every result already reported. A hung run is a red run that says nothing.
+# teardown waits on a task that does not finish on cancel: seen in several sessions, most likely
+# a channel-layer receive whose cancel redis-py's send swallowed, config/redis_connection.py)
+# would hang CI with every result already reported. A hung run is a red run that says nothing.
 EXIT_GRACE_S = float(os.environ.get("GATEHOUSE_TEST_EXIT_GRACE_S", "60"))
 
 

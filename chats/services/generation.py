@@ -263,31 +263,36 @@ class Generation:
         self._candidate = stream.candidate
         try:
             await self._announce()
-        except BaseException:
+            parts = outcome.parts
+            # The hot loop. `broadcast` is read before the sends: a socket joining during one is
+            # caught up with the text so far, which already holds this token.
+            async for event in stream:
+                if event.__class__ is str:
+                    if not parts:
+                        outcome.ttft_ms = round((loop.time() - started) * 1000)
+                    parts.append(event)
+                    text = encode_token(event)
+                    group = self.broadcast
+                    if self._sink is not None:
+                        await self._send_own(text)
+                    if group:
+                        await self._send_group(text, None)
+                    if len(parts) == 1:
+                        # Let the event loop run once, so the server writes the start frame and
+                        # this token to the socket now: sends only fill the server's buffer,
+                        # and a burst of chunks already read would otherwise all be processed
+                        # (~5 ms for 50) before the loop gets to write the first of them.
+                        await asyncio.sleep(0)
+                    if self._stop_reason is not None:
+                        # Stopped, yet still here: a send swallowed the cancellation (Python
+                        # 3.11's asyncio.wait_for does when what it waits on finishes then).
+                        raise asyncio.CancelledError
+                else:
+                    outcome.end = event
+        finally:
+            # Nothing to do once the stream has ended. Stopped in a send, it ends the upstream
+            # call now, not when the stream is collected.
             await stream.aclose()
-            raise
-        parts = outcome.parts
-        # The hot loop. `broadcast` is read before the sends: a socket joining during one is
-        # caught up with the text so far, which already holds this token.
-        async for event in stream:
-            if event.__class__ is str:
-                if not parts:
-                    outcome.ttft_ms = round((loop.time() - started) * 1000)
-                parts.append(event)
-                text = encode_token(event)
-                group = self.broadcast
-                if self._sink is not None:
-                    await self._send_own(text)
-                if group:
-                    await self._send_group(text, None)
-                if len(parts) == 1:
-                    # Let the event loop run once, so the server writes the start frame and
-                    # this token to the socket now: sends only fill the server's buffer, and a
-                    # burst of chunks already read would otherwise all be processed (~5 ms for
-                    # 50) before the loop gets to write the first of them.
-                    await asyncio.sleep(0)
-            else:
-                outcome.end = event
 
     async def _announce(self) -> None:
         """The start frame, once the provider answered (or failed) and the rows it names exist:
