@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format bench bench-floor bench-reports browser
+.PHONY: install run test lint format bench bench-floor bench-reports browser screenshots
 
 $(STAMP): requirements/base.txt requirements/dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ run: install
 
 test: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The README's pictures (docs/screenshots/), retaken by the browser tests that take them; a plain
+# `make test` writes its screenshots to a scratch directory and leaves the checkout as it was.
+screenshots: install browser
+	GATEHOUSE_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest -q -p no:cacheprovider \
+		tests/e2e/test_portal_admin.py -k "screenshots"
 
 # The portal's browser tests drive Debian's chromium (Playwright brings no browser here).
 browser:

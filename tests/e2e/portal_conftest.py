@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,7 +43,12 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 STEP_TIMEOUT_MS = 15_000  # every Playwright step is bounded
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+# Where the screenshots go: the README's pictures only when asked (`make screenshots`), so that
+# a test run leaves the checkout as it was; else a scratch directory.
+SCREENSHOTS = Path(
+    os.environ.get("GATEHOUSE_SCREENSHOTS") or Path(tempfile.gettempdir()) / "gatehouse-screenshots"
+)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 # The users of tests/conftest.py and their passwords.
 ALICE, ALICE_PASSWORD = "alice@example.com", "alice-password-1"  # owner of Acme, member of Beta
@@ -248,4 +254,7 @@ def screenshot(page: Any, name: str, *, full_page: bool = True) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     if full_page:
         page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
+    path = SCREENSHOTS / f"{name}.png"
+    path.unlink(missing_ok=True)
+    page.screenshot(path=str(path), full_page=full_page)
+    assert path.read_bytes().startswith(PNG_SIGNATURE), f"{path} is not a PNG"
