@@ -35,10 +35,10 @@ from chats.selectors import access_valid, history_for_context, socket_access
 from chats.services import cancelling, presence
 from chats.services.context import history_tokens
 from chats.services.errors import AccessRevoked, ChatBusy, ChatDeleted, InputError
-from chats.services.generation import spawn
 from chats.services.inputs import MessageInput, message_input_parse
 from chats.services.messages import ChatDefaults, Generation, message_start
 from config.errors import ApiError
+from config.inflight import keep
 from config.ws_frames import text_writer
 from providers.admission import AdmissionRefused
 
@@ -164,7 +164,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self._send_error(ChatBusy())
             return
         self._pending = True
-        spawn(self._generate(message))
+        keep(self._generate(message), stop_at_shutdown=True)
 
     async def _on_cancel(self) -> None:
         if not await self._allowed():

@@ -9,8 +9,10 @@ Every daphne option works as documented (`-b`, `-p`, `--proxy-headers`, ...).
 
 The reactor is installed here too, before daphne's import would install the stock one:
 `config.reactor`'s, which sends what is written without first waiting for the loop to report
-the socket writable. daphne keeps a reactor that is already an asyncio one. And the objects
-start-up built are frozen out of the garbage collector's walks (`config.heap`).
+the socket writable. daphne keeps a reactor that is already an asyncio one. The objects
+start-up built are frozen out of the garbage collector's walks (`config.heap`). And daphne's
+server drains at shutdown (SIGTERM, Ctrl+C): answers in flight are settled and every ledger
+write finishes before the process exits (`config.inflight`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import asyncio
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from config import heap, reactor
+from config import heap, inflight, reactor
 
 
 def main() -> None:
@@ -38,6 +40,7 @@ def main() -> None:
     import config.asgi  # noqa: F401
 
     heap.freeze_startup_objects()
+    CommandLineInterface.server_class = inflight.draining_server()
     CommandLineInterface.entrypoint()
 
 

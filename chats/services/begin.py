@@ -39,9 +39,9 @@ from chats.selectors import achat_for_message, chat_for_message, history_for_con
 from chats.services import presence
 from chats.services.context import context_counted
 from chats.services.errors import ChatBusy, ChatNotFound, InputError
-from chats.services.generation import spawn
 from chats.services.inputs import MessageInput, params_check
 from chats.services.records import amessages_store, messages_store
+from config.inflight import keep
 from providers import admission as billing
 from providers.adapters.base import ChatTurn, estimate_tokens
 from providers.routing import Route
@@ -213,7 +213,7 @@ def speculate(
     if input_tokens < 0:
         return None
     tokens = (input_tokens, max_tokens)
-    admission = spawn(billing.admit_on_loop(request_id, membership, route, tokens))
+    admission = keep(billing.admit_on_loop(request_id, membership, route, tokens))
     return Speculation(guess, input_tokens, admission)
 
 
@@ -244,10 +244,10 @@ async def confirm(
             if prepared.input_tokens > speculation.input_tokens:
                 prepared = None  # the history grew elsewhere: reserve for it
     except BaseException:
-        spawn(billing.release(admission=admission))
+        keep(billing.release(admission=admission))
         raise
     if prepared is None:
-        spawn(billing.release(admission=admission))
+        keep(billing.release(admission=admission))
         return None
     return _stored(begun, message, guess.route, prepared, admission, request_id)
 
@@ -255,7 +255,7 @@ async def confirm(
 def withdraw(speculation: Speculation | None) -> None:
     """Give back a speculation's reservation, when it was made: the gate refused the call."""
     if speculation is not None:
-        spawn(_withdraw(speculation))
+        keep(_withdraw(speculation))
 
 
 async def _withdraw(speculation: Speculation) -> None:

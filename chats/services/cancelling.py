@@ -23,8 +23,9 @@ from channels.layers import BaseChannelLayer, get_channel_layer
 from chats.models import Chat
 from chats.services import presence
 from chats.services.errors import NotGenerating
-from chats.services.generation import Generation, Reply, spawn
+from chats.services.generation import Generation, Reply
 from config.dbhop import db_hop
+from config.inflight import keep
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ async def run_cancellable(generation: Generation, layer: Any, channel: str) -> R
     """`generation.run()` listening on `channel` (the answer's origin, from
     `cancellable_channel`): a cancel from any process — the cancel endpoint, a socket on the
     chat, the chat's deletion — stops it."""
-    listener = spawn(_listen(layer, channel, generation))
+    listener = keep(_listen(layer, channel, generation))
     try:
         return await generation.run()
     finally:

@@ -28,6 +28,7 @@ from chats.models import Message
 from chats.services import presence
 from chats.services.records import AnswerEnd, answer_finish
 from config.dbhop import db_hop
+from config.inflight import keep
 from providers import admission as billing
 from providers.adapters.base import ChatTurn, ProviderError, StreamEnd, Usage, estimate_tokens
 from providers.calls import CallParams, Candidate, open_stream
@@ -52,18 +53,8 @@ _USAGE_STATUS = {
 
 _NOT_ON_LOOP = object()  # settlement must take the thread path
 
+
 # Tasks that must outlive their caller; asyncio itself only references tasks weakly.
-_running: set[asyncio.Future[Any]] = set()
-
-
-def spawn(coroutine: Awaitable[Any]) -> asyncio.Future[Any]:
-    """Run `coroutine` as a task kept alive until it ends (generations, settlements)."""
-    task = asyncio.ensure_future(coroutine)
-    _running.add(task)
-    task.add_done_callback(_running.discard)
-    return task
-
-
 @dataclass(frozen=True, slots=True)
 class Failure:
     """Why an answer failed: a stable code and a message safe for end users."""
@@ -239,7 +230,7 @@ class Generation:
         if self._drain is not None:
             self._drain.cancel()
         latency_ms = round((loop.time() - started) * 1000)
-        settling = spawn(self._settle(outcome, latency_ms))
+        settling = keep(self._settle(outcome, latency_ms))
         try:
             reply = await asyncio.shield(settling)
         except asyncio.CancelledError:
@@ -454,7 +445,7 @@ class Generation:
 
     def _start_store(self) -> None:
         if self._store_later is not None:
-            self._store = spawn(self._store_later())
+            self._store = keep(self._store_later())
             self._store_later = None
 
     async def _rows_written(self) -> bool:

@@ -28,9 +28,10 @@ from chats.services import begin, presence
 from chats.services.begin import ChatDefaults, Guess, defaults_of, prepare
 from chats.services.context import title_from
 from chats.services.errors import InputError, ProviderFailed
-from chats.services.generation import Generation, Reply, Sink, spawn
+from chats.services.generation import Generation, Reply, Sink
 from chats.services.inputs import MessageInput
 from config.dbhop import db_hop
+from config.inflight import keep
 from providers.calls import CallParams
 from providers.routing import Route, RouteError, aresolve
 
@@ -100,7 +101,7 @@ async def message_start(
         # The gate and the lock go first: routing the guess may wait (a cold process reads its
         # credentials and model lists), and the lock must not — a message that arrives while
         # another answer streams is refused as busy, not let in once that answer has ended.
-        beginning = spawn(
+        beginning = keep(
             begin.abegin(membership=membership, token=token, chat_id=chat_id, owner=owner)
         )
         try:
@@ -113,7 +114,7 @@ async def message_start(
             begun = await asyncio.shield(beginning)
         except BaseException:
             begin.withdraw(speculation)
-            spawn(begin.abandon(beginning, owner))
+            keep(begin.abandon(beginning, owner))
             raise
     else:
         begun = await db_hop(

@@ -21,6 +21,7 @@ from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 
 from accounts.models import Membership
+from config import inflight
 from providers import admission as admissions
 from providers.adapters.base import ChatTurn, Usage
 from providers.calls import Candidate
@@ -40,7 +41,7 @@ class Ledger:
         self.request_id = request_id
         self.started = started
         self.first_token_at: float | None = None
-        self._settling: asyncio.Task[None] | None = None
+        self._settling: asyncio.Future[None] | None = None
 
     def first_token(self) -> None:
         self.first_token_at = time.monotonic()
@@ -55,9 +56,7 @@ class Ledger:
         """Settle (once: later calls wait for the first). Shielded: a cancelled caller does not
         interrupt the ledger write, which finishes in its own task."""
         if self._settling is None:
-            self._settling = asyncio.ensure_future(
-                self._write(candidate, usage, status, error_code)
-            )
+            self._settling = inflight.keep(self._write(candidate, usage, status, error_code))
         await asyncio.shield(self._settling)
 
     def settle_after_answer(
@@ -174,14 +173,9 @@ async def settle(
     )
 
 
-_detached: set[asyncio.Task[Any]] = set()
-
-
-def detach(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-    """Run `coro` in a task that outlives the request. Its context is a fresh one: the
-    request's thread-sensitive context (and the worker thread behind it) ends with the request,
-    and ORM calls made from a task still bound to it would each start a new thread."""
-    task = asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
-    _detached.add(task)  # asyncio keeps only a weak reference to a running task
-    task.add_done_callback(_detached.discard)
-    return task
+def detach(coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
+    """Run `coro` in a task that outlives the request, and that the server waits for before it
+    exits (`config.inflight`). Its context is a fresh one: the request's thread-sensitive
+    context (and the worker thread behind it) ends with the request, and ORM calls made from a
+    task still bound to it would each start a new thread."""
+    return inflight.keep(coro, context=contextvars.Context())
