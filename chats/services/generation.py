@@ -54,7 +54,6 @@ _USAGE_STATUS = {
 _NOT_ON_LOOP = object()  # settlement must take the thread path
 
 
-# Tasks that must outlive their caller; asyncio itself only references tasks weakly.
 @dataclass(frozen=True, slots=True)
 class Failure:
     """Why an answer failed: a stable code and a message safe for end users."""

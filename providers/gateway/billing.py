@@ -116,7 +116,7 @@ async def admit(
 ) -> Ledger:
     """Admit one call, or raise `WireError` (402 / 429 with Retry-After / 503). Shielded: when
     the client hangs up meanwhile, a reservation made anyway is released, not left to expire."""
-    task = asyncio.ensure_future(
+    task = inflight.keep(  # kept: a shutdown lets it end, and the release below follows it
         _admit(
             request_id=request_id,
             membership=membership,
