@@ -42,7 +42,8 @@ def keep(
 ) -> asyncio.Future[Any]:
     """Run `work` as a task held until it ends (asyncio keeps only a weak reference) and waited
     for at shutdown, not cancelled, unless `stop_at_shutdown` (an answer). `context`: the task's
-    contextvars (by default a copy of the caller's)."""
+    contextvars (by default a copy of the caller's). Work that must finish keeps any task of its
+    own that it waits on, too: an unkept one under way when the drain starts is cancelled."""
     if context is None:
         task = asyncio.ensure_future(work)
     else:
@@ -59,24 +60,25 @@ def _forget(task: asyncio.Future[Any]) -> None:
 
 
 async def drain(grace_s: float) -> int:
-    """Cancel every task of this loop but the kept ones that settle calls, as `asyncio.run`
-    does on its way out, and wait for all of them, settlements started meanwhile included, for
-    at most `grace_s` seconds. Returns how many were still running then (logged: lost).
+    """Cancel the tasks of this loop, as `asyncio.run` does on its way out, and wait for them,
+    for at most `grace_s` seconds. Returns how many were still running then (logged: lost).
 
-    Not only the kept answers are cancelled: a cancelled daphne application instance can leave
-    tasks behind (Django's ASGI handler does not cancel the request it runs in a task of its own
-    when it is cancelled itself), and a gateway stream learns that its client is gone only
-    when its task is cancelled."""
+    Cancelled: every task there is when the drain starts, except the kept ones that settle
+    calls; and the answers, whenever they begin. Not only the answers: a cancelled daphne
+    application instance can leave tasks behind (Django's ASGI handler, cancelled itself, does
+    not cancel the request it runs in a task of its own), and a gateway stream learns that its
+    client is gone only when its task is cancelled. Tasks begun during the drain are waited for,
+    not cancelled: a settlement's own (`gather`, 3.11's `wait_for`) among them."""
     global _stopping
     _stopping = True
     loop = asyncio.get_running_loop()
     me = asyncio.current_task()
     deadline = loop.time() + grace_s
+    for task in asyncio.all_tasks(loop):
+        if task is not me and _kept.get(task, True):
+            task.cancel()
     while True:
         pending = [task for task in asyncio.all_tasks(loop) if task is not me]
-        for task in pending:
-            if _kept.get(task, True) and not task.cancelling():
-                task.cancel()
         if not pending:
             return 0
         left = deadline - loop.time()

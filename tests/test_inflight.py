@@ -60,3 +60,26 @@ async def test_the_grace_period_bounds_the_wait() -> None:
     assert loop.time() - started < 2
     assert not stuck.done()
     stuck.cancel()
+
+
+async def test_a_task_begun_during_the_drain_is_waited_for_not_cancelled() -> None:
+    results: list[str] = []
+
+    async def answer() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            # A settlement's own task, not kept (3.11's wait_for and gather make such tasks).
+            helper = asyncio.ensure_future(asyncio.sleep(0.1, "ledger row"))
+            inflight.keep(_record(helper, results))
+            raise
+
+    inflight.keep(answer(), stop_at_shutdown=True)
+    await asyncio.sleep(0)
+
+    assert await inflight.drain(5) == 0
+    assert results == ["ledger row"]
+
+
+async def _record(helper: asyncio.Future[str], results: list[str]) -> None:
+    results.append(await helper)
