@@ -94,7 +94,7 @@ def test_sigterm_records_a_gateway_stream_it_cut_off(
     client = openai.OpenAI(base_url=server.url + "/v1", api_key=token, max_retries=0, timeout=30)
     stream = client.chat.completions.create(
         model="sim-gpt",
-        messages=[{"role": "user", "content": "hi sim:chunks=60 sim:delay=0.03"}],
+        messages=[{"role": "user", "content": "hi sim:chunks=100 sim:delay=0.05"}],
         stream=True,
     )
     chunks = iter(stream)
@@ -107,4 +107,4 @@ def test_sigterm_records_a_gateway_stream_it_cut_off(
     record = UsageRecord.objects.get(organization=alice_membership.organization)
     assert (record.status, record.error_code) == ("cancelled", "client_disconnected")
     assert record.tokens_estimated  # the upstream was cut off with the request: no usage event
-    assert 3 <= record.output_tokens < 60
+    assert 0 < record.output_tokens < 100  # what had streamed, not the whole answer
