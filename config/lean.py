@@ -77,10 +77,15 @@ class LeanASGIHandler(ASGIHandler):
             asyncio.create_task(self.listen_for_disconnect(receive)),
             asyncio.create_task(process_request()),
         ]
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            task.cancel()  # a no-op for the one that finished
-        await asyncio.wait(tasks)
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Also when this handler is cancelled (daphne's shutdown, its close timeout): the
+            # view learns it as a hang-up and hands its call over to be settled. Django's own
+            # handler leaves its tasks running then.
+            for task in tasks:
+                task.cancel()  # a no-op for the one that finished
+            await asyncio.wait(tasks)
         for task in tasks:
             error = None if task.cancelled() else task.exception()
             if error is not None and not isinstance(error, RequestAborted):

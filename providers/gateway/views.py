@@ -23,6 +23,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from accounts.models import ApiToken, Membership, Organization
 from accounts.tokens import TokenError, atoken_authenticate, bearer_from_header
+from config import inflight
 from providers.adapters.base import ChatTurn, ProviderError, Usage, build_usage
 from providers.calls import CallFailed, CallParams, Candidate, complete, open_stream
 from providers.catalogue import provider_listings
@@ -245,8 +246,8 @@ async def _complete(
     ledger: Ledger, route: Route, chat: wire.ChatRequest, params: CallParams, answer: Answer
 ) -> HttpResponse:
     # Its own task, so that a client hanging up does not cancel the provider call: the provider
-    # bills the answer anyway, and so must we.
-    task = asyncio.ensure_future(complete(route.candidates, chat.messages, params=params))
+    # bills the answer anyway, and so must we. Kept, so that a server's shutdown waits for it too.
+    task = inflight.keep(complete(route.candidates, chat.messages, params=params))
     try:
         completion, candidate = await asyncio.shield(task)
     except asyncio.CancelledError:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from tests.e2e.conftest import Daphne, daphne_server
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
 EXIT_TIMEOUT_S = 30
+COMPLETIONS_PATH = "/openai/v1/chat/completions"
 
 
 @pytest.fixture
@@ -108,3 +111,42 @@ def test_sigterm_records_a_gateway_stream_it_cut_off(
     assert (record.status, record.error_code) == ("cancelled", "client_disconnected")
     assert record.tokens_estimated  # the upstream was cut off with the request: no usage event
     assert 0 < record.output_tokens < 100  # what had streamed, not the whole answer
+
+
+def test_sigterm_waits_for_a_gateway_completion_under_way_and_records_it(
+    server: Daphne, token: str, alice_membership: Membership, sim_server: Any
+) -> None:
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=token, max_retries=0, timeout=30)
+    before = sim_server.app.stats[COMPLETIONS_PATH]
+    outcome: list[object] = []
+
+    def call() -> None:
+        try:
+            outcome.append(
+                client.chat.completions.create(
+                    model="sim-gpt",
+                    messages=[{"role": "user", "content": "hi sim:chunks=40 sim:delay=0.05"}],
+                )
+            )
+        except openai.APIError as exc:
+            outcome.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    wait_for_upstream_call(sim_server, before)  # two seconds of answer still to come
+
+    status = terminate(server)
+    caller.join(EXIT_TIMEOUT_S)
+
+    assert status == 0, server.log_tail()
+    # The provider call ran to its end (the provider bills it), and its counts were recorded.
+    record = UsageRecord.objects.get(organization=alice_membership.organization)
+    assert (record.status, record.error_code) == ("cancelled", "client_disconnected")
+    assert (record.output_tokens, record.tokens_estimated) == (40, False)
+
+
+def wait_for_upstream_call(sim_server: Any, before: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while sim_server.app.stats[COMPLETIONS_PATH] == before:
+        assert time.monotonic() < deadline, "the call never reached the provider"
+        time.sleep(0.02)
