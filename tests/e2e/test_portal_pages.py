@@ -254,6 +254,20 @@ def test_usage_csv_quotes_what_a_spreadsheet_would_run(
     assert "'=HYPERLINK(1)" in text and "r-csv" in text
 
 
+def test_usage_page_groups_the_digits_of_large_counts(
+    alice_client: Client, acme: Organization, alice: User
+) -> None:
+    UsageRecord.objects.create(
+        request_id="r-big", organization=acme, user=alice, provider="openai",
+        model="sim-gpt", input_tokens=1234567, output_tokens=76543, status="ok",
+    )  # fmt: skip
+    text = alice_client.get("/org/usage/").content.decode()
+    assert "1,234,567" in text and "76,543" in text  # the totals and the by-member row
+    assert "1234567" not in text
+    # The CSV stays machine-readable.
+    assert "1234567" in alice_client.get("/org/usage.csv").content.decode()
+
+
 # --- tokens and the switcher ----------------------------------------------------------------
 
 

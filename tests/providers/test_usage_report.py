@@ -102,3 +102,11 @@ def test_report_refuses_non_staff(alice, acme, ledger) -> None:
 
 def test_admin_index_links_the_report(staff_client) -> None:
     assert "/admin/reports/usage/" in staff_client.get("/admin/").content.decode()
+
+
+def test_report_groups_the_digits_of_large_counts(staff_client, acme, alice) -> None:
+    row = _row(acme, alice, day=3, cost="2")
+    UsageRecord.objects.filter(pk=row.pk).update(input_tokens=2345678)
+    html = staff_client.get(f"/admin/reports/usage/?{RANGE}").content.decode()
+    assert "2,345,678 input" in html  # the totals line
+    assert "<td>2,345,678</td>" in html  # each grouping's row
