@@ -32,6 +32,10 @@ from providers.models import PriceOverride, ProviderCredential, SpendingLimit  #
 
 SIMULATOR_KEY = "sim-bench-key"  # the simulator accepts any key starting with "sim-"
 MODEL = "sim-gpt"
+OTHER_PROVIDERS = [
+    ("anthropic", ProviderCredential.Kind.ANTHROPIC, "/anthropic"),
+    ("ollama", ProviderCredential.Kind.OLLAMA, "/ollama"),
+]
 
 
 def seed(*, simulator_url: str, run_id: str) -> dict[str, Any]:
@@ -50,6 +54,18 @@ def seed(*, simulator_url: str, run_id: str) -> dict[str, Any]:
     )
     credential.set_secret(SIMULATOR_KEY)
     credential.save()
+    # Organisations keep keys of several providers; calls go to the first one only, but routing
+    # must not pay for the others (it once read every credential's model list on every call).
+    for provider, kind, path in OTHER_PROVIDERS:
+        other = ProviderCredential(
+            organization=organization,
+            name=f"Bench {provider}",
+            provider=provider,
+            kind=kind,
+            base_url=simulator_url.rstrip("/") + path,
+        )
+        other.set_secret(SIMULATOR_KEY)
+        other.save()
     # Every measured call is admitted as in a budgeted organisation: a price, and a hard monthly
     # limit the run never reaches, so each call reserves its worst case, and settles it.
     PriceOverride.objects.create(

@@ -3,9 +3,11 @@ and which of them an organisation allows."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 
@@ -14,7 +16,7 @@ from providers.adapters import get_adapter
 from providers.adapters.base import ModelInfo, ProviderError
 from providers.models import ModelSetting
 from providers.platform import RouteCredential
-from providers.snapshot import asnapshot
+from providers.snapshot import ListingFailed, Snapshot, asnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -44,42 +46,24 @@ def _cache_key(credential: RouteCredential) -> str:
 
 @dataclass
 class RouteInputs:
-    """Everything routing needs to know about an organisation."""
+    """Everything routing needs to know about an organisation; model listings are read only for
+    the credentials routing looks at (`entries_for`)."""
 
     credentials: list[RouteCredential]
     switches: dict[tuple[str, str], ModelSetting]
-    cached_models: dict[str, list]
+    snapshot: Snapshot
 
 
 async def route_inputs(organization: Organization) -> RouteInputs:
-    """From the organisation's snapshot (no I/O while it is current) and the model listings it
-    remembers; listings it does not are read from the shared cache in one round trip."""
+    """From the organisation's snapshot: no I/O while it is current."""
     snap = await asnapshot(organization)
-    credentials = snap.credentials
-    cached: dict[str, list] = {}
-    missing = []
-    for credential in credentials:
-        key = _cache_key(credential)
-        rows = snap.listing(key)
-        if rows is None:
-            missing.append(key)
-        else:
-            cached[key] = rows
-    if missing:
-        found = await cache.aget_many(missing)
-        for key, rows in found.items():
-            snap.remember_listing(key, rows)
-        cached.update(found)
-    return RouteInputs(credentials, snap.switches, cached)
+    return RouteInputs(snap.credentials, snap.switches, snap)
 
 
-async def models_of(credential: RouteCredential, cached: list | None = None) -> CredentialModels:
-    """The credential's models, from the cache (`cached`, when the caller already read it) or
-    the provider. A failure is reported on the entry (and not cached), never raised: one broken
-    provider must not break the list."""
-    key = _cache_key(credential)
-    if cached is None:
-        cached = await cache.aget(key)
+async def _listed(credential: RouteCredential, cached: list | None) -> CredentialModels:
+    """The credential's models: `cached`, as read from the shared cache, else asked of the
+    provider (and cached). A failure is reported on the entry (and not cached), never raised:
+    one broken provider must not break the list."""
     if cached is not None:
         return CredentialModels(credential, [ModelInfo(*row) for row in cached])
     try:
@@ -87,8 +71,7 @@ async def models_of(credential: RouteCredential, cached: list | None = None) -> 
     except ProviderError as exc:
         logger.warning("listing models of %s failed: %s %s", credential.name, exc.code, exc.detail)
         return CredentialModels(credential, [], error=exc.message)
-    rows = [(m.id, m.context_window, m.max_output_tokens) for m in models]
-    await cache.aset(key, rows, settings.GATEHOUSE_MODELS_CACHE_TTL)
+    await cache.aset(_cache_key(credential), _rows(models), settings.GATEHOUSE_MODELS_CACHE_TTL)
     return CredentialModels(credential, models)
 
 
@@ -99,7 +82,39 @@ async def forget_models(credential: RouteCredential) -> None:
 async def entries_for(
     inputs: RouteInputs, credentials: list[RouteCredential]
 ) -> list[CredentialModels]:
-    return [await models_of(c, inputs.cached_models.get(_cache_key(c))) for c in credentials]
+    """The listings of these credentials, in their order. Each comes from what the snapshot
+    remembers, else from the shared cache (all the missing ones in one round trip), else from
+    its provider (all at once); the snapshot remembers what it got, a failure included, for
+    `LISTING_SECONDS`: a message routed to one provider reads nothing of the others', and a
+    listing that fails is not asked again on every message."""
+    snap = inputs.snapshot
+    entries: dict[str, CredentialModels] = {}
+    missing: list[str] = []
+    for credential in credentials:
+        key = _cache_key(credential)
+        remembered = snap.listing(key)
+        if remembered is None:
+            missing.append(key)
+        elif isinstance(remembered, ListingFailed):
+            entries[key] = CredentialModels(credential, [], error=remembered.message)
+        else:
+            entries[key] = CredentialModels(credential, [ModelInfo(*row) for row in remembered])
+    if missing:
+        found: dict[str, list] = await sync_to_async(cache.get_many)(missing)
+        asked = [c for c in credentials if _cache_key(c) in missing]
+        for entry in await asyncio.gather(*(_listed(c, found.get(_cache_key(c))) for c in asked)):
+            key = _cache_key(entry.credential)
+            failed = entry.error is not None
+            snap.remember_listing(
+                key, ListingFailed(entry.error) if failed else _rows(entry.models)
+            )
+            entries[key] = entry
+    return [entries[_cache_key(c)] for c in credentials]
+
+
+def _rows(models: list[ModelInfo]) -> list[tuple]:
+    """A listing as it is cached."""
+    return [(m.id, m.context_window, m.max_output_tokens) for m in models]
 
 
 async def provider_listings(organization: Organization) -> list[ProviderListing]:

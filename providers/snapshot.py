@@ -11,7 +11,8 @@ and delete signals wired in `providers.apps`), so each process sees a change fro
 request on. A copy is used only for a row whose version is not newer than the copy's.
 
 Model listings asked of providers live in Django's cache (shared by processes, with a TTL); a
-snapshot also remembers them for `LISTING_SECONDS`, which saves that round trip as well. A
+snapshot also remembers them for `LISTING_SECONDS`, which saves that round trip as well, and
+remembers a listing that failed for as long (the credential stays a candidate meanwhile). A
 snapshot is rebuilt — listings forgotten — whenever a credential changes.
 """
 
@@ -35,8 +36,17 @@ from providers.prices import Price
 
 ZERO = Decimal(0)
 Scope = SpendingLimit.Scope
-#: how long a snapshot trusts a model listing it read from the shared cache
+#: how long a snapshot trusts a model listing it read from the shared cache or its provider,
+#: or remembers that asking the provider failed
 LISTING_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ListingFailed:
+    """A provider's model listing failed: the credential may still serve a model (the call will
+    tell), and asking again on every message would add a failing request to each."""
+
+    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +88,7 @@ class Snapshot:
     policy: Policy
     limits: tuple[LimitRef, ...]
     overrides: tuple[PriceOverride, ...]
-    _listings: dict[str, tuple[float, list]] = field(default_factory=dict)
+    _listings: dict[str, tuple[float, list | ListingFailed]] = field(default_factory=dict)
 
     @property
     def credentials(self) -> list[RouteCredential]:
@@ -97,13 +107,13 @@ class Snapshot:
             or (limit.scope == Scope.CREDENTIAL and limit.credential_id in credential_ids)
         )
 
-    def listing(self, key: str) -> list | None:
+    def listing(self, key: str) -> list | ListingFailed | None:
         remembered = self._listings.get(key)
         if remembered is None or remembered[0] < time.monotonic():
             return None
         return remembered[1]
 
-    def remember_listing(self, key: str, rows: list) -> None:
+    def remember_listing(self, key: str, rows: list | ListingFailed) -> None:
         self._listings[key] = (time.monotonic() + LISTING_SECONDS, rows)
 
 

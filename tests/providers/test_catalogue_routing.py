@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from django.core.cache import cache
+from django.core.cache import cache, caches
 
 from providers.models import ModelSetting
 from providers.routing import RouteError, resolve
@@ -115,3 +115,73 @@ def test_a_bare_ollama_name_means_latest(acme, acme_credentials) -> None:
     assert resolve(organization=acme, provider="ollama", model="sim-llama:latest").model == (
         "sim-llama:latest"
     )
+
+
+def _listings_asked(sim_server) -> dict[str, int]:
+    """How often the simulator was asked for a model listing, by path."""
+    return {
+        path: count
+        for path, count in sim_server.app.stats.items()
+        if path.endswith(("/models", "/api/tags"))
+    }
+
+
+def _asked_since(before: dict[str, int], sim_server) -> dict[str, int]:
+    after = _listings_asked(sim_server)
+    return {path: n - before.get(path, 0) for path, n in after.items() if n != before.get(path, 0)}
+
+
+def test_routing_to_one_provider_reads_no_other_listing(
+    acme, acme_credentials, sim_server, monkeypatch
+) -> None:
+    read: list[str] = []
+    backend = type(caches["default"])  # Django's, counted whichever way it is read
+    get, get_many = backend.get, backend.get_many
+
+    def counting_get(self, key, default=None, version=None):
+        read.append(key)
+        return get(self, key, default, version=version)
+
+    def counting_get_many(self, keys, version=None):
+        read.extend(keys)
+        with monkeypatch.context() as inner:  # the local-memory cache's get_many calls get
+            inner.setattr(backend, "get", get)
+            return get_many(self, keys, version=version)
+
+    monkeypatch.setattr(backend, "get", counting_get)
+    monkeypatch.setattr(backend, "get_many", counting_get_many)
+    before = _listings_asked(sim_server)
+    for _ in range(3):
+        resolve(organization=acme, provider="anthropic", model="sim-claude")
+    # Read and asked once, then remembered; nothing read of the openai, ollama and compatible
+    # keys' listings (their credentials are not candidates).
+    anthropic = acme_credentials["anthropic"]
+    assert read == [f"models:cred:{anthropic.pk}:{anthropic.version}"]
+    assert _asked_since(before, sim_server) == {"/anthropic/v1/models": 1}
+
+
+def test_a_failing_listing_is_not_asked_again_on_every_call(
+    acme, acme_credentials, sim_url, sim_server
+) -> None:
+    broken = make_credential(acme, sim_url, "openai", provider="broken", api_key="nope-123456")
+    before = _listings_asked(sim_server)
+    for _ in range(3):
+        route = resolve(organization=acme, provider="broken", model="sim-gpt")
+        # A credential whose listing failed may still serve the model: the call will tell.
+        assert [c.credential_id for c in route.candidates] == [broken.pk]
+    assert _asked_since(before, sim_server) == {"/openai/v1/models": 1}
+
+
+def test_a_remembered_failure_is_forgotten_when_the_credential_changes(
+    acme, acme_credentials, sim_url, sim_server
+) -> None:
+    broken = make_credential(acme, sim_url, "openai", provider="broken", api_key="nope-123456")
+    resolve(organization=acme, provider="broken", model="sim-gpt")
+    broken.set_secret("sim-test-key")
+    broken.save()
+    acme.refresh_from_db()  # the change bumped the organisation's settings version
+
+    before = _listings_asked(sim_server)
+    route = resolve(organization=acme, provider="broken", model="sim-gpt-mini")
+    assert route.limits.max_output_tokens  # listed now: the model is known
+    assert _asked_since(before, sim_server) == {"/openai/v1/models": 1}
