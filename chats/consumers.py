@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
@@ -34,13 +35,21 @@ from chats.frames import encode, encode_token, frame_too_large
 from chats.selectors import access_valid, history_for_context, socket_access
 from chats.services import cancelling, presence
 from chats.services.context import history_tokens
-from chats.services.errors import AccessRevoked, ChatBusy, ChatDeleted, InputError
+from chats.services.errors import (
+    AccessRevoked,
+    ChatBusy,
+    ChatDeleted,
+    InputError,
+    MessageFailed,
+)
 from chats.services.inputs import MessageInput, message_input_parse
 from chats.services.messages import ChatDefaults, Generation, message_start
 from config.errors import ApiError
 from config.inflight import keep
 from config.ws_frames import text_writer
 from providers.admission import AdmissionRefused
+
+logger = logging.getLogger(__name__)
 
 CLOSE_ACCESS_REVOKED = 4403
 CLOSE_CHAT_DELETED = 4404
@@ -200,6 +209,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
         except ApiError as exc:
             await self._send_error(exc)
+            return
+        except Exception:
+            # The client must hear of it: without a frame it would wait for an answer forever.
+            logger.exception("message on chat %s failed before its answer", self.chat_id)
+            await self._send_error(MessageFailed())
             return
         finally:
             self._pending = False

@@ -247,7 +247,10 @@ async def confirm(
         keep(billing.release(admission=admission))
         raise
     if prepared is None:
-        keep(billing.release(admission=admission))
+        # Admission runs again under the same request id: its reservation must be gone first,
+        # or the two race on the same rows (a duplicate reservation refused the message, or the
+        # two statements deadlocked). Given back even if this task is cancelled meanwhile.
+        await asyncio.shield(keep(billing.release(admission=admission)))
         return None
     return _stored(begun, message, guess.route, prepared, admission, request_id)
 

@@ -55,6 +55,18 @@ class ChatDeleted(ApiError):
         super().__init__("chat_deleted", "This chat was deleted.", status_code=status.HTTP_410_GONE)
 
 
+class MessageFailed(ApiError):
+    """Something unexpected stopped a message before its answer began (a database error, say):
+    nothing was stored, no reservation or lock is left, and the details are in the server log."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "internal_error",
+            "The message could not be sent. Try again.",
+            status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
+
+
 class InputError(ApiError):
     """Invalid input, with field errors in the shape DRF's validation errors have
     (`{field: [{"code", "message"}]}`). The top-level code is the field error's own code when a

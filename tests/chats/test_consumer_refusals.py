@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import OperationalError
 
 from chats.models import Chat, Message
 from providers.budget import spending_limit_create
@@ -83,3 +84,27 @@ async def test_a_rate_limit_refusal_frame_says_when_to_retry(
     assert "1 requests per minute" in error["message"]
     assert "limit" not in error and "resets_at" not in error
     await socket.disconnect()
+
+
+async def test_an_unexpected_failure_before_the_answer_is_an_error_frame(
+    creds, chat: Chat, alice_token: str, monkeypatch
+) -> None:
+    from chats.services import messages
+
+    def broken(**kwargs):
+        raise OperationalError("the database went away")
+
+    monkeypatch.setattr(messages, "aresolve", broken)
+    socket, _ = await connect(chat.pk, bearer(alice_token))
+    await socket.send_json_to({"type": "message", "content": "hi"})
+    (error,) = await receive_until(socket, "error", "start")
+    assert (error["type"], error["code"]) == ("error", "internal_error")
+    assert "database" not in error["message"] and error["request_id"]
+
+    # Nothing was left behind: the chat is not locked, and the socket still works.
+    monkeypatch.undo()
+    await socket.send_json_to({"type": "message", "content": "again sim:chunks=2"})
+    frames = await receive_until(socket, "done", "error")
+    await socket.disconnect()
+    assert frames[-1]["type"] == "done"
+    assert await Message.objects.filter(chat=chat).acount() == 2  # the second exchange only

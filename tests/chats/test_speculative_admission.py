@@ -173,6 +173,34 @@ async def test_a_history_grown_elsewhere_is_admitted_for_its_real_size(
     await _spent_matches_the_ledger()
 
 
+async def test_a_refused_guess_is_given_back_before_admission_runs_again(
+    creds, capped, chat: Chat, alice_token: str, after_gate: list[str], monkeypatch
+) -> None:
+    """The second admission has the same request id as the guess's: had it run while the
+    guess's reservation was still being given back, the two would meet on the same rows (a
+    duplicate reservation refused the message; or the statements deadlocked)."""
+    real = billing.release
+
+    async def slow_release(**kwargs: Any) -> None:
+        await asyncio.sleep(0.3)  # a release still under way when the gate has answered
+        await real(**kwargs)
+
+    monkeypatch.setattr(begin.billing, "release", slow_release)
+    socket, _ = await connect(chat.pk, bearer(alice_token))
+    await _exchange(socket, "Hello sim:chunks=2")
+    await Message.objects.abulk_create(
+        [
+            Message(chat=chat, role=Message.Role.USER, content="word " * 2000),
+            Message(chat=chat, role=Message.Role.ASSISTANT, content="ok", status="complete"),
+        ]
+    )
+    frames = await _exchange(socket, "Still there? sim:chunks=2")
+    await socket.disconnect()
+    assert frames[-1]["type"] == "done"
+    assert frames[0]["request_id"] in after_gate
+    await _spent_matches_the_ledger()
+
+
 async def test_a_changed_default_model_is_admitted_on_the_new_route(
     creds, capped, chat: Chat, alice_token: str, after_gate: list[str]
 ) -> None:
