@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
+from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
-from rest_framework.views import exception_handler
+from rest_framework.views import exception_handler, set_rollback
+
+logger = logging.getLogger(__name__)
+
+INTERNAL_ERROR = "internal_error"
 
 
 class ApiError(exceptions.APIException):
@@ -62,17 +68,34 @@ def _flatten(detail: Any) -> Any:
     return {"code": getattr(detail, "code", "invalid"), "message": str(detail)}
 
 
-def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     request = context.get("request")
     if isinstance(exc, Http404):
         exc = exceptions.NotFound("Not found.")
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
     response = exception_handler(exc, context)
-    if response is None or not isinstance(exc, exceptions.APIException):
-        return response
+    if response is None:
+        return _internal_error(exc, request)
     code, message, fields = _code_and_message(exc)
     extra: dict[str, Any] = {"fields": fields} if fields else {}
     response.data = error_body(code, message, request_id_of(request), **extra)
     for name, value in getattr(exc, "headers", {}).items():
         response[name] = value
     response["X-Request-ID"] = request_id_of(request)
+    return response
+
+
+def _internal_error(exc: Exception, request: Any) -> Response:
+    """A bug or an outage (a database gone, say): the API's one error shape, not Django's HTML
+    page, and the traceback in the log under the request id the client is given."""
+    request_id = request_id_of(request)
+    logger.error("request %s failed", request_id, exc_info=exc)
+    set_rollback()
+    message = "Something went wrong on our side. Try again; if it persists, quote the request id."
+    response = Response(
+        error_body(INTERNAL_ERROR, message, request_id),
+        status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+    )
+    response["X-Request-ID"] = request_id
     return response

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from django.db import OperationalError
 from rest_framework.test import APIClient
 
 from chats.models import Chat, Message
@@ -233,6 +234,29 @@ def test_a_provider_failure_is_an_error_and_the_message_is_saved(
     assert UsageRecord.objects.get(request_id=saved.request_id).status == "error"
     # The chat is free again.
     assert send(alice_api, chat, content="again").status_code == 201
+
+
+def test_an_unexpected_failure_is_a_500_in_the_one_error_shape(
+    alice_api: APIClient, chat: Chat, creds: dict, monkeypatch, caplog
+) -> None:
+    from chats.services import messages
+
+    def broken(**kwargs):
+        raise OperationalError("the database went away")
+
+    monkeypatch.setattr(messages, "aresolve", broken)
+    response = send(alice_api, chat, content="hi")
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert error["code"] == "internal_error" and "database" not in error["message"]
+    assert error["request_id"] == response["X-Request-ID"]
+    # The traceback is in the log, under the request id the client was given.
+    assert any(error["request_id"] in r.getMessage() and r.exc_info for r in caplog.records), (
+        "no log record with the traceback"
+    )
+    assert not Message.objects.filter(chat=chat).exists()
+    monkeypatch.undo()
+    assert send(alice_api, chat, content="again").status_code == 201  # the chat is free
 
 
 # --- outsiders -----------------------------------------------------------------------------

@@ -241,13 +241,17 @@ def test_invalid_credential_form_does_not_echo_the_key(alice_client: Client) -> 
     assert SECRET not in response.content.decode()
 
 
+def _ledger_row(organization: Organization, user: User, request_id: str, **fields) -> None:
+    UsageRecord.objects.create(
+        request_id=request_id, organization=organization, user=user, provider="openai",
+        status="ok", **fields,
+    )  # fmt: skip
+
+
 def test_usage_csv_quotes_what_a_spreadsheet_would_run(
     alice_client: Client, acme: Organization, alice: User
 ) -> None:
-    UsageRecord.objects.create(
-        request_id="r-csv", organization=acme, user=alice, provider="openai",
-        model="=HYPERLINK(1)", input_tokens=3, output_tokens=4, status="ok",
-    )  # fmt: skip
+    _ledger_row(acme, alice, "r-csv", model="=HYPERLINK(1)", input_tokens=3, output_tokens=4)
     response = alice_client.get("/org/usage.csv")
     assert response["Content-Type"].startswith("text/csv")
     text = response.content.decode()
@@ -257,10 +261,7 @@ def test_usage_csv_quotes_what_a_spreadsheet_would_run(
 def test_usage_page_groups_the_digits_of_large_counts(
     alice_client: Client, acme: Organization, alice: User
 ) -> None:
-    UsageRecord.objects.create(
-        request_id="r-big", organization=acme, user=alice, provider="openai",
-        model="sim-gpt", input_tokens=1234567, output_tokens=76543, status="ok",
-    )  # fmt: skip
+    _ledger_row(acme, alice, "r-big", model="sim-gpt", input_tokens=1234567, output_tokens=76543)
     text = alice_client.get("/org/usage/").content.decode()
     assert "1,234,567" in text and "76,543" in text  # the totals and the by-member row
     assert "1234567" not in text
