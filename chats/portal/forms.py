@@ -92,20 +92,45 @@ class RotateForm(PortalForm):
     force = forms.BooleanField(required=False, label="Save even if the live test fails")
 
 
-class LimitForm(PortalForm):
+class LimitSettingsForm(PortalForm):
+    """What a limit may change once made (`budget.LIMIT_FIELDS`): its scope and target are fixed,
+    because its counters belong to them."""
+
     name = forms.CharField(max_length=100, required=False)
+    period = forms.ChoiceField(choices=SpendingLimit.Period.choices)
+    amount = forms.DecimalField(min_value=0, max_digits=20, decimal_places=4, label="Amount (USD)")
+    hard = forms.BooleanField(required=False, initial=True, label="Hard limit (blocks calls)")
+    alert_thresholds = forms.CharField(
+        required=False, initial="50, 80, 100", help_text="Percentages, comma-separated."
+    )
+
+    @classmethod
+    def for_limit(cls, limit: SpendingLimit, data: object = None) -> LimitSettingsForm:
+        initial = {name: getattr(limit, name) for name in ("name", "period", "hard")}
+        initial["amount"] = format(limit.amount.normalize(), "f")  # 10, not 10.0000000000
+        initial["alert_thresholds"] = ", ".join(str(t) for t in limit.alert_thresholds or ())
+        return cls(data, initial=initial)
+
+    def clean_alert_thresholds(self) -> list[int]:
+        raw = self.cleaned_data.get("alert_thresholds", "")
+        try:
+            values = sorted({int(part) for part in raw.replace(" ", "").split(",") if part})
+        except ValueError:
+            raise forms.ValidationError("Use whole percentages, e.g. 50, 80, 100.") from None
+        if any(not 1 <= value <= 1000 for value in values):
+            raise forms.ValidationError("Each threshold is between 1 and 1000 percent.")
+        return values
+
+
+class LimitForm(LimitSettingsForm):
+    """A new limit: its settings, and what it applies to."""
+
     scope = forms.ChoiceField(choices=SpendingLimit.Scope.choices)
     membership = forms.ModelChoiceField(
         queryset=Membership.objects.none(), required=False, label="Member"
     )
     credential = forms.ModelChoiceField(
         queryset=ProviderCredential.objects.none(), required=False, label="Credential"
-    )
-    period = forms.ChoiceField(choices=SpendingLimit.Period.choices)
-    amount = forms.DecimalField(min_value=0, max_digits=20, decimal_places=4, label="Amount (USD)")
-    hard = forms.BooleanField(required=False, initial=True, label="Hard limit (blocks calls)")
-    alert_thresholds = forms.CharField(
-        required=False, initial="50, 80, 100", help_text="Percentages, comma-separated."
     )
 
     def __init__(self, *args: object, organization: object, **kwargs: object) -> None:
@@ -118,16 +143,6 @@ class LimitForm(PortalForm):
             organization
         )
         self.fields["credential"].label_from_instance = lambda c: f"{c.name} ({c.provider})"
-
-    def clean_alert_thresholds(self) -> list[int]:
-        raw = self.cleaned_data.get("alert_thresholds", "")
-        try:
-            values = sorted({int(part) for part in raw.replace(" ", "").split(",") if part})
-        except ValueError:
-            raise forms.ValidationError("Use whole percentages, e.g. 50, 80, 100.") from None
-        if any(not 1 <= value <= 1000 for value in values):
-            raise forms.ValidationError("Each threshold is between 1 and 1000 percent.")
-        return values
 
     def clean(self) -> dict:
         data = super().clean()

@@ -69,6 +69,7 @@ urlpatterns = [
         name="credential-delete",
     ),
     path("org/limits/", limits.limit_list, name="limits"),
+    path("org/limits/<int:limit_id>/", limits.limit_edit, name="limit-edit"),
     path("org/limits/<int:limit_id>/delete", limits.limit_delete, name="limit-delete"),
     path("org/usage/", usage.usage_page, name="usage"),
     path("org/usage.csv", usage.usage_csv, name="usage-csv"),

@@ -18,7 +18,7 @@ from accounts.models import AuditEvent
 from chats.portal.access import admin_required
 from chats.portal.budget import usd
 from chats.portal.common import done
-from chats.portal.forms import LimitForm
+from chats.portal.forms import LimitForm, LimitSettingsForm
 from providers import budget
 from providers.models import AlertEvent, SpendingLimit
 
@@ -113,6 +113,40 @@ def limit_list(request: HttpRequest) -> HttpResponse:
     }
     status = 400 if form.errors else 200
     return render(request, "portal/org/limits.html", context, status=status)
+
+
+@require_http_methods(["GET", "POST"])
+@admin_required
+def limit_edit(request: HttpRequest, limit_id: int) -> HttpResponse:
+    """Change a limit's amount, period, kind, name or thresholds. Its counters stay: what was
+    spent this period still counts, where deleting the limit and adding it again would start
+    from zero."""
+    limit = get_object_or_404(_limits(request), pk=limit_id)
+    form = LimitSettingsForm.for_limit(limit, request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        before = _public(limit)
+        try:
+            budget.spending_limit_update(limit=limit, **form.cleaned_data)
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            audit_record(
+                action=Action.LIMIT_CHANGED,
+                organization=limit.organization,
+                request=request,
+                target=limit,
+                before=before,
+                after=_public(limit),
+            )
+            return done(request, "portal:limits", "Spending limit saved.")
+        limit.refresh_from_db()  # the page shows the limit as it is, not as submitted
+    context = {"form": form, "row": _with_usage(request, [limit])[0], "timezone": _tz(request)}
+    status = 400 if form.errors else 200
+    return render(request, "portal/org/limit_edit.html", context, status=status)
+
+
+def _tz(request: HttpRequest) -> str:
+    return request.membership.organization.timezone
 
 
 @require_POST
