@@ -15,6 +15,9 @@ from rest_framework.views import exception_handler, set_rollback
 logger = logging.getLogger(__name__)
 
 INTERNAL_ERROR = "internal_error"
+INTERNAL_MESSAGE = (
+    "Something went wrong on our side. Try again; if it persists, quote the request id."
+)
 
 
 class ApiError(exceptions.APIException):
@@ -92,9 +95,8 @@ def _internal_error(exc: Exception, request: Any) -> Response:
     request_id = request_id_of(request)
     logger.error("request %s failed", request_id, exc_info=exc)
     set_rollback()
-    message = "Something went wrong on our side. Try again; if it persists, quote the request id."
     response = Response(
-        error_body(INTERNAL_ERROR, message, request_id),
+        error_body(INTERNAL_ERROR, INTERNAL_MESSAGE, request_id),
         status=status.HTTP_500_INTERNAL_SERVER_ERROR,
     )
     response["X-Request-ID"] = request_id

@@ -24,3 +24,6 @@ urlpatterns = [
     path("healthz", account_views.healthz, name="healthz"),
     path("", include("chats.portal.urls")),
 ]
+
+handler404 = "config.error_pages.not_found"
+handler500 = "config.error_pages.server_error"
