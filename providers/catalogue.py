@@ -65,7 +65,7 @@ async def _listed(credential: RouteCredential, cached: list | None) -> Credentia
     provider (and cached). A failure is reported on the entry (and not cached), never raised:
     one broken provider must not break the list."""
     if cached is not None:
-        return CredentialModels(credential, [ModelInfo(*row) for row in cached])
+        return _from_rows(credential, cached)
     try:
         models = await get_adapter(credential.endpoint()).list_models()
     except ProviderError as exc:
@@ -89,20 +89,21 @@ async def entries_for(
     listing that fails is not asked again on every message."""
     snap = inputs.snapshot
     entries: dict[str, CredentialModels] = {}
-    missing: list[str] = []
+    missing: list[RouteCredential] = []
     for credential in credentials:
         key = _cache_key(credential)
         remembered = snap.listing(key)
         if remembered is None:
-            missing.append(key)
+            missing.append(credential)
         elif isinstance(remembered, ListingFailed):
             entries[key] = CredentialModels(credential, [], error=remembered.message)
         else:
-            entries[key] = CredentialModels(credential, [ModelInfo(*row) for row in remembered])
+            entries[key] = _from_rows(credential, remembered)
     if missing:
-        found: dict[str, list] = await sync_to_async(cache.get_many)(missing)
-        asked = [c for c in credentials if _cache_key(c) in missing]
-        for entry in await asyncio.gather(*(_listed(c, found.get(_cache_key(c))) for c in asked)):
+        found: dict[str, list] = await sync_to_async(cache.get_many)(
+            [_cache_key(c) for c in missing]
+        )
+        for entry in await asyncio.gather(*(_listed(c, found.get(_cache_key(c))) for c in missing)):
             key = _cache_key(entry.credential)
             failed = entry.error is not None
             snap.remember_listing(
@@ -110,6 +111,10 @@ async def entries_for(
             )
             entries[key] = entry
     return [entries[_cache_key(c)] for c in credentials]
+
+
+def _from_rows(credential: RouteCredential, rows: list) -> CredentialModels:
+    return CredentialModels(credential, [ModelInfo(*row) for row in rows])
 
 
 def _rows(models: list[ModelInfo]) -> list[tuple]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from rest_framework import status
 
-from config.errors import ApiError
+from config.errors import INTERNAL_ERROR, ApiError
 
 
 class ChatNotFound(ApiError):
@@ -61,7 +61,7 @@ class MessageFailed(ApiError):
 
     def __init__(self) -> None:
         super().__init__(
-            "internal_error",
+            INTERNAL_ERROR,
             "The message could not be sent. Try again.",
             status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
         )

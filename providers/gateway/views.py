@@ -24,6 +24,7 @@ from django.views.decorators.csrf import csrf_exempt
 from accounts.models import ApiToken, Membership, Organization
 from accounts.tokens import TokenError, atoken_authenticate, bearer_from_header
 from config import inflight
+from config.errors import INTERNAL_ERROR
 from providers.adapters.base import ChatTurn, ProviderError, Usage, build_usage
 from providers.calls import CallFailed, CallParams, Candidate, complete, open_stream
 from providers.catalogue import provider_listings
@@ -34,7 +35,7 @@ from providers.routing import Route, RouteError, aresolve
 
 logger = logging.getLogger(__name__)
 
-INTERNAL = "internal_error"
+INTERNAL = INTERNAL_ERROR
 _AUTH_HEADERS = {"WWW-Authenticate": 'Bearer realm="gatehouse"'}
 
 

@@ -140,13 +140,10 @@ def limit_edit(request: HttpRequest, limit_id: int) -> HttpResponse:
             )
             return done(request, "portal:limits", "Spending limit saved.")
         limit.refresh_from_db()  # the page shows the limit as it is, not as submitted
-    context = {"form": form, "row": _with_usage(request, [limit])[0], "timezone": _tz(request)}
+    timezone_name = request.membership.organization.timezone
+    context = {"form": form, "row": _with_usage(request, [limit])[0], "timezone": timezone_name}
     status = 400 if form.errors else 200
     return render(request, "portal/org/limit_edit.html", context, status=status)
-
-
-def _tz(request: HttpRequest) -> str:
-    return request.membership.organization.timezone
 
 
 @require_POST
