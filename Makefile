@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format bench bench-floor bench-reports browser screenshots
+.PHONY: install run test lint format bench bench-floor bench-reports bench-admission browser screenshots
 
 $(STAMP): requirements/base.txt requirements/dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ bench: install
 # The least CPU per streamed chunk any relay costs on this machine, per gap between chunks, ~20 s.
 bench-floor: install
 	$(BIN)/python bench/floor.py
+
+# What admission and settlement cost per call, by spending-limit set-up (PostgreSQL), ~1 min.
+bench-admission: install
+	$(BIN)/python bench/admission.py $(BENCH_ARGS)
 
 # One million usage rows in PostgreSQL (database gatehouse_bench_reports), report queries timed.
 bench-reports: install

@@ -29,10 +29,12 @@ limit in scope (the answering credential's, not the other candidates'), fires al
 thresholds, and gives back unused rate-limit tokens. Exactly once per request id: a second
 call returns the first row and moves nothing.
 
-Each of `admit`, `settle` and `release` is one hop to a worker thread (`config.dbhop`). Cost
-of `admit` on the hot path: one query reading the limits and policy that apply; when hard
-limits apply, one more for price overrides and a short transaction of one conditional UPDATE
-per hard limit plus one INSERT of the reservations.
+Limits, policy and prices come from the organisation's snapshot (`providers.snapshot`): no
+query reads them. On PostgreSQL, `admit` and `settle` each cost one statement on the event
+loop's own connection (`config.apg`), however many limits apply: the reservation on every hard
+limit, all or nothing; the ledger row with every counter's move. Rate limits (counted in Redis),
+SQLite, a missing counter row and a refusal take one hop to a worker thread (`config.dbhop`)
+instead, where the same work is a short transaction; `release` always does.
 """
 
 from __future__ import annotations
@@ -386,9 +388,10 @@ async def admit_on_loop(
     request_id: str, membership: Membership, route: Route, tokens: tuple[int, int]
 ) -> Admission | None:
     """Admission without a thread hop: the organisation's snapshot is current, no rate limit
-    applies (those are counted in Redis by `admit_sync`), and no hard limit does — or one does,
-    the database is PostgreSQL and the reservation fits an existing counter: one statement on the
-    event loop's own connection (`config.apg`). None otherwise, with nothing reserved or counted:
+    applies (those are counted in Redis by `admit_sync`), and no hard limit does — or some do,
+    the database is PostgreSQL and the reservation fits their existing counters: one statement on
+    the event loop's own connection (`config.apg`), however many limits. None otherwise, with
+    nothing reserved or counted:
     `admit_sync` decides, and refuses, so a call is never refused here (which is also what lets a
     caller try it before it knows the call may go ahead: `chats.services.begin.speculate`)."""
     # Only with the organisation loaded: reading it here would be a query on the event loop.
@@ -399,7 +402,7 @@ async def admit_on_loop(
         return None
     config = _config(snap, membership, route)
     hard = config.hard
-    if config.policy.has_rate_limits or len(hard) > 1 or (hard and not apg.enabled()):
+    if config.policy.has_rate_limits or (hard and not apg.enabled()):
         return None
     now = timezone.now()
     reserved = ZERO
@@ -409,9 +412,9 @@ async def admit_on_loop(
         except AdmissionRefused:
             return None  # unpriced: `admit_sync` refuses, in its own words
         if reserved > 0:
-            (slot,), expires = _holding(hard, now, membership.organization.timezone)
-            held = await budget.areserve_one(
-                request_id=request_id, slot=slot, amount=reserved, expires_at=expires
+            slots, expires = _holding(hard, now, membership.organization.timezone)
+            held = await budget.areserve(
+                request_id=request_id, slots=slots, amount=reserved, expires_at=expires
             )
             if not held:
                 return None
@@ -521,13 +524,8 @@ def settle_sync(
     return record
 
 
-#: statements of the caller committed with the ledger row; they get the row's id, or
-#: `budget.LEDGER_ID` when they join the statement that writes it
-Also = Callable[[int | budget.Expression], Sequence[tuple[str, Sequence[Any]]]]
-
-
-class _Fallback(Exception):
-    """The settlement on the event loop cannot finish: roll back, settle in a thread."""
+#: statements of the caller committed with the ledger row, naming its id as `budget.LEDGER_ID`
+Also = Callable[[budget.Expression], Sequence[tuple[str, Sequence[Any]]]]
 
 
 async def settle_on_loop(
@@ -539,10 +537,11 @@ async def settle_on_loop(
     **fields: Any,
 ) -> UsageRecord | None:
     """`settle_sync` on the event loop (`config.apg`, PostgreSQL), with `also` — statements of
-    the caller, such as the final state of a chat answer — in the same transaction. None, with
-    nothing written, where it cannot: no such connection, rate-limit tokens to give back (they
-    live in Redis, counted by the sync path), a counter row to create, a ledger row already
-    there. The caller then settles with `settle_sync`, which handles each of those."""
+    the caller, such as the final state of a chat answer — in the same statement: one round
+    trip, however many limits apply (`budget.settle_statement`). None, with nothing written,
+    where it cannot: no such connection, rate-limit tokens to give back (they live in Redis,
+    counted by the sync path), a ledger row already there, a limit deleted meanwhile. The caller
+    then settles with `settle_sync`, which handles each of those."""
     if not apg.enabled() or admission.ticket is not None:
         return None
     record, slots, cost_value = _settlement(admission, candidate, usage, fields)
@@ -552,10 +551,20 @@ async def settle_on_loop(
             # No limit applied at admission: the ledger row is all there is.
             record_id, charged = (await apg.fetchone(sql, values))[0], []
         else:
-            record_id, charged = await _settle_statements(
-                admission, slots, cost_value, (sql, values), also
+            statement = budget.settle_statement(
+                insert=sql,
+                values=values,
+                request_id=admission.request_id,
+                slots=slots,
+                held=_held(admission),
+                cost=cost_value or ZERO,
+                also=also(budget.LEDGER_ID) if also else (),
             )
-    except (_Fallback, psycopg.IntegrityError):
+            rows = await apg.fetchall(*statement)
+            record_id, charged = budget.settled(rows, slots, cost_value or ZERO)
+    except (psycopg.IntegrityError, psycopg.errors.DeadlockDetected):
+        # Rolled back whole (a statement is its own transaction): the sync path finds the
+        # existing row, skips a deleted limit, or simply runs again.
         return None
     inserted(record, record_id)
     if any(alerts_due(counter) for counter in charged):
@@ -566,39 +575,12 @@ async def settle_on_loop(
     return record
 
 
-async def _settle_statements(
-    admission: Admission,
-    slots: Sequence[budget.Slot],
-    cost_value: Decimal | None,
-    insert: tuple[str, Sequence[Any]],
-    also: Also | None,
-) -> tuple[int, list[budget.Charged]]:
-    """The ledger row, the counters and `also`: one statement where at most one counter is
-    charged (`budget.settle_statement`, `also` joining it: one round trip, no transaction to
-    open); else the general statements in a transaction."""
-    hard = sum(1 for limit in admission.limits if limit.hard)
-    if hard <= 1:
-        one = budget.settle_statement(
-            insert=insert[0],
-            values=insert[1],
-            request_id=admission.request_id,
-            slots=slots,
-            cost=cost_value or ZERO,
-            also=also(budget.LEDGER_ID) if also else (),
-        )
-        if one is not None:
-            return budget.settled(await apg.fetchone(*one), slots)
-    async with apg.transaction() as conn:
-        # First: a duplicate stops here, before counters.
-        record_id = (await (await conn.execute(*insert)).fetchone())[0]
-        found = await budget.asettle(
-            conn, request_id=admission.request_id, slots=slots, cost=cost_value
-        )
-        if found is None:
-            raise _Fallback
-        for statement, params in also(record_id) if also else ():
-            await conn.execute(statement, params)
-    return record_id, found
+def _held(admission: Admission) -> list[budget.Slot]:
+    """The periods the admission reserved on (as `_hold_budget` computed them), if it did."""
+    if admission.reserved <= 0:
+        return []
+    hard = [limit for limit in admission.limits if limit.hard]
+    return budget.slots_for(hard, now=admission.admitted_at, tz=admission.timezone)
 
 
 def _alerts_check_atomic(organization_id: int, charged: list[budget.Charged]) -> None:

@@ -112,6 +112,36 @@ async def test_admit_reserves_the_worst_case_on_every_hard_limit(acme, bob_m) ->
     assert reserved == {org.pk: Decimal("0.00225"), mine.pk: Decimal("0.00225")}
 
 
+async def test_every_limit_in_scope_is_charged_and_given_back_its_reservation(
+    acme, bob_m, db_path
+) -> None:
+    org = await sync_to_async(limit)(acme, "10")
+    mine = await sync_to_async(limit)(acme, "5", scope="member", membership_id=bob_m.pk)
+    soft = await sync_to_async(limit)(acme, "1", hard=False, period="day")
+    await finish(
+        await admit(
+            request_id=rid(), membership=bob_m, route=route(), messages=HELLO, max_tokens=200
+        )
+    )
+    # The counters exist now: admission and settlement take their one statement each on the
+    # event loop, whatever the number of limits (the thread path is the fallback).
+    admission = await admit(
+        request_id=rid(), membership=bob_m, route=route(), messages=HELLO, max_tokens=200
+    )
+    record = await admissions.settle_on_loop(
+        admission, candidate(), USED, status="ok", error_code="", latency_ms=1, ttft_ms=1
+    )
+    if db_path == "event loop":
+        assert record is not None and record.cost == Decimal("0.00075")
+    else:
+        assert record is None  # no event-loop connection: the caller settles in a thread
+        await finish(admission)
+    counters = {c.limit_id: (c.spent, c.reserved) async for c in SpendingCounter.objects.all()}
+    twice = (Decimal("0.00150"), 0)
+    assert counters == {org.pk: twice, mine.pk: twice, soft.pk: twice}
+    assert not await Reservation.objects.aexists()
+
+
 async def test_budget_refusal_names_the_limit_and_when_it_resets(acme, bob_m) -> None:
     acme.timezone = "Europe/Paris"
     await acme.asave()
@@ -367,33 +397,26 @@ def test_admit_costs_no_query_for_an_organisation_without_limits(bob_membership)
 
 
 @pytest.mark.django_db
-def test_admit_with_two_hard_limits_costs_one_update_each_and_one_insert(
-    acme, bob_membership
+@pytest.mark.parametrize("member_limit", [False, True], ids=["one hard limit", "two"])
+def test_admit_with_hard_limits_is_one_statement_on_postgresql(
+    acme, bob_membership, member_limit
 ) -> None:
     membership = Membership.objects.select_related("organization").get(pk=bob_membership.pk)
-    limit(acme, "10")
-    limit(acme, "10", scope="member", membership=membership)
+    held = [limit(acme, "10")]
+    if member_limit:
+        held.append(limit(acme, "10", scope="member", membership=membership))
     _count_queries(membership, route())  # first use creates the period's counters
     queries = _count_queries(membership, route())
     statements = [q.split()[0] for q in queries if not q.startswith(("SAVEPOINT", "RELEASE"))]
-    # limits, policy and prices come from the snapshot: two conditional UPDATEs, one INSERT
-    assert statements == ["UPDATE", "UPDATE", "INSERT"]
-
-
-@pytest.mark.django_db
-def test_admit_with_one_hard_limit_is_one_statement_on_postgresql(acme, bob_membership) -> None:
-    membership = Membership.objects.select_related("organization").get(pk=bob_membership.pk)
-    held = limit(acme, "10")
-    _count_queries(membership, route())  # first use creates the period's counter
-    queries = _count_queries(membership, route())
-    statements = [q.split()[0] for q in queries if not q.startswith(("SAVEPOINT", "RELEASE"))]
+    # limits, policy and prices come from the snapshot
     if connection.vendor == "postgresql":
-        assert statements == ["WITH"]  # the conditional UPDATE and the INSERT, together
+        assert statements == ["WITH"]  # the counters locked, checked and updated, and the INSERT
     else:
-        assert statements == ["UPDATE", "INSERT"]
-    counter = SpendingCounter.objects.get(limit=held)
-    assert counter.reserved > 0
-    assert Reservation.objects.filter(counter=counter).count() == 2
+        assert statements == ["UPDATE"] * len(held) + ["INSERT"]
+    for each in held:
+        counter = SpendingCounter.objects.get(limit=each)
+        assert counter.reserved > 0
+        assert Reservation.objects.filter(counter=counter).count() == 2
 
 
 # --- rate limits and the counter store ------------------------------------------------------

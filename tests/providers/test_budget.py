@@ -500,5 +500,124 @@ def test_concurrent_processes_never_overshoot_a_hard_limit() -> None:
     assert row.spent == ledger == Decimal("0.99") and row.reserved == 0
 
 
+# The event-loop worker: admission and settlement as a server runs them on PostgreSQL, one
+# statement each on the loop's own connection (config.apg), a third of the calls failing before
+# any provider answered (their reservations given back, nothing spent). Prints each call's
+# outcome and whether its admission and settlement stayed on the loop.
+LOOP_WORKER = """
+import asyncio, sys, time, uuid
+import django
+django.setup()
+from accounts.models import Membership
+from config import apg
+from providers.adapters.base import Endpoint, Usage
+from providers.admission import AdmissionRefused, admit_on_loop, admit_sync, settle_on_loop
+from providers.calls import Candidate
+from providers.routing import ModelLimits, Route
+from providers.snapshot import snapshot
+
+membership_id, calls, start_at = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+candidate = Candidate("sim", "m", Endpoint("openai", None, "k"), None, "k")
+route = Route("sim", "m", [candidate], ModelLimits(1000, 1000, (0.0, 2.0)))
+membership = Membership.objects.select_related("organization").get(pk=membership_id)
+snapshot(membership.organization)  # read before the first call, as a server has
+
+async def main():
+    assert apg.enabled()
+    await asyncio.sleep(max(0.0, start_at - time.time()))
+    for n in range(calls):
+        rid = uuid.uuid4().hex
+        admission = await admit_on_loop(rid, membership, route, (0, 15))
+        where = "loop"
+        if admission is None:  # no room, or no counter yet: the thread path decides
+            where = "thread"
+            try:
+                admission = await asyncio.to_thread(admit_sync, rid, membership, route, 0, 15)
+            except AdmissionRefused as exc:
+                print("outcome", exc.code, where, flush=True)
+                continue
+        failed = n % 3 == 2
+        record = await settle_on_loop(
+            admission, None if failed else candidate, None if failed else Usage(0, 15),
+            status="error" if failed else "ok", error_code="", latency_ms=1, ttft_ms=1,
+        )
+        settled = "unsettled" if record is None else "settled"
+        print("outcome", "failed" if failed else "ok", where, settled, flush=True)
+
+asyncio.run(main())
+"""
+
+
+def _deadlocks() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="needs PostgreSQL (set DATABASE_URL)")
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_processes_on_the_event_loop_never_overshoot_or_deadlock() -> None:
+    owner = User.objects.create_user("owner@example.com", "pw-123456789")
+    organization = organization_create(name="Busy", slug="busy", owner=owner)
+    PriceOverride.objects.create(
+        organization=organization,
+        provider="sim",
+        model="m",
+        input_per_mtok=0,
+        output_per_mtok=PRICE_OUT,
+    )
+    members = [Membership.objects.get(organization=organization)]
+    for n in range(2):
+        user = User.objects.create_user(f"m{n}@example.com", "pw-123456789")
+        members.append(Membership.objects.create(user=user, organization=organization))
+    amount, per_call, workers_n = Decimal("1.00"), Decimal("0.03"), 6
+    org_limit = make_limit(organization, amount, period="day")
+    for membership in members:  # every call locks two counters, shared with other workers
+        make_limit(organization, "100", scope="member", membership=membership, period="day")
+    env = os.environ | {
+        "DATABASE_URL": _test_database_url(),
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "GATEHOUSE_DB_ASYNC": "true",
+    }
+    deadlocks = _deadlocks()
+    start_at = str(time.time() + 3)
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", LOOP_WORKER, str(members[n % 3].pk), "18", start_at],
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(workers_n)
+    ]
+    lines = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err[-2000:]
+        mine = [line.split()[1:] for line in out.splitlines() if line.startswith("outcome ")]
+        assert len(mine) == 18, (out, err[-2000:])
+        lines += mine
+    outcomes = [line[0] for line in lines]
+    assert set(outcomes) == {"ok", "failed", "budget_exceeded"}
+    admitted = [line for line in lines if line[0] != "budget_exceeded"]
+    # Every admitted call settled on the loop, in its one statement (no fallback to a thread);
+    # most were admitted there too (the thread path creates the counters, and decides when the
+    # loop's statement finds no room).
+    assert all(line[2] == "settled" for line in admitted)
+    assert sum(line[1] == "loop" for line in admitted) > len(admitted) / 2
+    row = SpendingCounter.objects.get(limit=org_limit)
+    ledger = Ledger.objects.filter(organization=organization).aggregate(t=Sum("cost"))["t"]
+    assert row.spent == ledger == outcomes.count("ok") * per_call <= amount
+    # A call is refused only while spent + reserved + 0.03 > 1.00, and the other workers hold
+    # at most one reservation each: the limit was really filled, to within their calls.
+    assert row.spent > amount - workers_n * per_call
+    assert row.reserved == 0 and not Reservation.objects.exists()
+    member_spent = sum(c.spent for c in SpendingCounter.objects.filter(limit__scope="member"))
+    assert member_spent == row.spent
+    assert _deadlocks() == deadlocks
+
+
 def test_reservation_ttl_outlives_the_longest_call() -> None:
     assert budget.reservation_ttl() >= 2 * settings.GATEHOUSE_TIMEOUT_TOTAL
