@@ -441,28 +441,20 @@ def settle(*, request_id: str, slots: Sequence[Slot], cost: Decimal | None) -> l
 # counter the call touches moved — charged the cost (the limits in scope when it ended) or given
 # back its reservation (the limits it reserved on when admitted), or both. The moves are one
 # upsert, in the fixed (limit id, period start) order every writer locks counters in; a row may
-# not exist yet in a new period. `unreserved` gives back reservations on any other counter; the
-# caller names every counter reserved on, so it finds none, and is there so that no reservation
-# could ever be taken without being given back. Its result rows tell the ledger row's id and the
-# moved counters. The caller's own statements (`also`) join it as further data-modifying CTEs,
-# which PostgreSQL runs to completion whether or not the SELECT reads them, in the same snapshot
-# and the same implicit transaction: they name the ledger row's id as `LEDGER_ID`. Built from
-# constants only; every value is a parameter.
+# not exist yet in a new period. `unreserved` gives back reservations on any other counter, after
+# the upsert (it reads its rows): none when the caller names every counter it reserved on, and
+# there so that a reservation is never taken without being given back. The sub-statements share
+# one snapshot and never see each other's writes; these two touch different rows. The result
+# rows tell the ledger row's id and the moved counters. The caller's own statements (`also`)
+# join it as further data-modifying CTEs, which PostgreSQL runs to completion whether or not the
+# SELECT reads them, in the same snapshot and the same implicit transaction: they name the
+# ledger row's id as `LEDGER_ID`. Built from constants only; every value is a parameter.
 _SETTLE_SQL = """
     WITH rec AS ({insert}),
     taken AS (
         DELETE FROM {reservations} WHERE request_id = %s RETURNING counter_id, amount
     ),
     moves (limit_id, period_start, period_end, spend) AS ({moves}),
-    unreserved AS (
-        UPDATE {counters} c SET reserved = c.reserved - t.amount
-        FROM (SELECT counter_id, sum(amount) AS amount FROM taken GROUP BY counter_id) t
-        WHERE c.id = t.counter_id AND NOT EXISTS (
-            SELECT 1 FROM moves m
-            WHERE m.limit_id = c.limit_id AND m.period_start = c.period_start
-        )
-        RETURNING c.id
-    ),
     moved AS (
         INSERT INTO {counters} (limit_id, period_start, period_end, spent, reserved, alert_level)
         SELECT limit_id, period_start, period_end, spend, 0, 0 FROM moves
@@ -472,6 +464,12 @@ _SETTLE_SQL = """
             reserved = {counters}.reserved - coalesce(
                 (SELECT sum(amount) FROM taken WHERE taken.counter_id = {counters}.id), 0)
         RETURNING id, limit_id, period_start, spent, alert_level
+    ),
+    unreserved AS (
+        UPDATE {counters} c SET reserved = c.reserved - t.amount
+        FROM (SELECT counter_id, sum(amount) AS amount FROM taken GROUP BY counter_id) t
+        WHERE c.id = t.counter_id AND c.id NOT IN (SELECT id FROM moved)
+        RETURNING c.id
     ){also}
     SELECT (SELECT id FROM rec), m.id, m.limit_id, m.period_start, m.spent, m.alert_level,
            (SELECT count(*) FROM unreserved)
