@@ -25,7 +25,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -36,8 +35,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "admission-latest.json"
-PG = "postgres://postgres@127.0.0.1:5432"
-DB_NAME = "gatehouse_bench"
 HISTORY = [{"role": "user", "content": "word " * 200}]
 SETUPS = ["no limit", "one hard limit", "two hard limits", "two hard + one soft"]
 
@@ -49,15 +46,13 @@ def _fernet_key() -> str:
 
 
 def _setup_django() -> None:
-    names = subprocess.run(
-        ["psql", f"{PG}/postgres", "-tAc", "SELECT datname FROM pg_database"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    if DB_NAME not in names:
-        subprocess.run(["psql", f"{PG}/postgres", "-c", f"CREATE DATABASE {DB_NAME}"], check=True)
-    os.environ["DATABASE_URL"] = f"{PG}/{DB_NAME}"
+    sys.path.insert(0, str(ROOT / "bench"))
+    from gatehouse_bench.gatehouse_setup import PG_DATABASE, postgres_database
+
+    url = postgres_database(PG_DATABASE)
+    if url is None:
+        sys.exit("PostgreSQL is not reachable on 127.0.0.1:5432.")
+    os.environ["DATABASE_URL"] = url
     os.environ.pop("REDIS_URL", None)  # no rate limits are set: Redis is never asked
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     # Production settings: with DEBUG on, Django would also record every query it runs.
@@ -67,7 +62,6 @@ def _setup_django() -> None:
     os.environ.setdefault("GATEHOUSE_ENCRYPTION_KEYS", _fernet_key())
     os.environ["GATEHOUSE_DB_ASYNC"] = "true"
     sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(ROOT / "bench"))
     import django
 
     django.setup()

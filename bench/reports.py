@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -24,23 +23,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 DB_NAME = "gatehouse_bench_reports"
-PG = "postgres://postgres@127.0.0.1:5432"
 ORGS, USERS_PER_ORG, DAYS = 20, 10, 90
 
 
-def _ensure_database() -> None:
-    exists = subprocess.run(
-        ["psql", f"{PG}/postgres", "-tAc", "SELECT datname FROM pg_database"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    if DB_NAME not in exists:
-        subprocess.run(["psql", f"{PG}/postgres", "-c", f"CREATE DATABASE {DB_NAME}"], check=True)
-
-
 def _setup_django() -> None:
-    os.environ["DATABASE_URL"] = f"{PG}/{DB_NAME}"
+    from gatehouse_bench.gatehouse_setup import postgres_database
+
+    url = postgres_database(DB_NAME)
+    if url is None:
+        sys.exit("PostgreSQL is not reachable on 127.0.0.1:5432.")
+    os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     sys.path.insert(0, str(ROOT))
     import django
@@ -152,7 +144,6 @@ def main() -> None:
     parser.add_argument("--reseed", action="store_true")
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    _ensure_database()
     _setup_django()
     count, seed_seconds = _seed(args.rows, args.reseed)
     figures = {name: _timed(run, args.repeat) for name, run in _queries().items()}

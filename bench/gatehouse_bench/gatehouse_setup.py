@@ -62,18 +62,18 @@ def _bench_secrets() -> dict[str, str]:
     return values
 
 
-def _postgres_database() -> str | None:
-    """Create the bench database when missing. None when PostgreSQL is unreachable."""
+def postgres_database(name: str = PG_DATABASE) -> str | None:
+    """The URL of a bench database, created when missing. None when PostgreSQL is unreachable."""
     try:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
             exists = conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (PG_DATABASE,)
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
             ).fetchone()
             if not exists:
-                conn.execute(f'CREATE DATABASE "{PG_DATABASE}"')
+                conn.execute(f'CREATE DATABASE "{name}"')
     except psycopg.Error:
         return None
-    return f"postgres://postgres@127.0.0.1:5432/{PG_DATABASE}"
+    return f"postgres://postgres@127.0.0.1:5432/{name}"
 
 
 def _redis_up() -> bool:
@@ -104,7 +104,7 @@ def prepare_environment(run_id: str) -> GatehouseSetup:
         PYTHONPATH=str(ROOT),
     )
     notes: list[str] = []
-    database_url = _postgres_database()
+    database_url = postgres_database()
     if database_url:
         # django-environ passes query parameters on to psycopg as connection options.
         tagged = f"{database_url}?application_name={application_name(run_id)}"

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from accounts.models import Membership, User
+from accounts.models import Membership, Organization, User
 from accounts.services import organization_create
 from providers import budget
 from providers.adapters.base import Endpoint, Usage
@@ -419,23 +419,31 @@ def test_concurrent_admissions_never_overshoot_a_hard_limit() -> None:
     assert not Reservation.objects.exists()
 
 
-# The worker of the multi-process test: its own interpreter, its own Django, its own
-# connection to the test database. Prints the outcome of each call, one per line.
-WORKER = """
-import os, sys, time, uuid
+# The workers of the multi-process tests: each its own interpreter, its own Django, its own
+# connections to the test database. They print the outcome of each call, one line per call.
+WORKER_SETUP = """
+import asyncio, sys, time, uuid
 import django
 django.setup()
-from decimal import Decimal
 from accounts.models import Membership
 from providers.adapters.base import Endpoint, Usage
-from providers.admission import AdmissionRefused, admit_sync, settle_sync
+from providers.admission import AdmissionRefused, admit_on_loop, admit_sync, settle_on_loop
+from providers.admission import settle_sync
 from providers.calls import Candidate
 from providers.routing import ModelLimits, Route
+from providers.snapshot import snapshot
 
 membership_id, calls, start_at = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 candidate = Candidate("sim", "m", Endpoint("openai", None, "k"), None, "k")
 route = Route("sim", "m", [candidate], ModelLimits(1000, 1000, (0.0, 2.0)))
 membership = Membership.objects.select_related("organization").get(pk=membership_id)
+snapshot(membership.organization)  # read before the first call, as a server has
+"""
+
+# In threads, as on SQLite or with rate limits: `admit_sync` and `settle_sync`.
+WORKER = (
+    WORKER_SETUP
+    + """
 time.sleep(max(0.0, start_at - time.time()))
 for _ in range(calls):
     try:
@@ -447,83 +455,16 @@ for _ in range(calls):
                  latency_ms=1, ttft_ms=1, chat_id=None)
     print("outcome", "ok", flush=True)
 """
+)
 
-
-def _test_database_url() -> str:
-    from urllib.parse import urlparse, urlunparse
-
-    parsed = urlparse(os.environ["DATABASE_URL"])
-    return urlunparse(parsed._replace(path="/" + connection.settings_dict["NAME"]))
-
-
-@pytest.mark.skipif(not ON_POSTGRES, reason="needs PostgreSQL (set DATABASE_URL)")
-@pytest.mark.django_db(transaction=True)
-def test_concurrent_processes_never_overshoot_a_hard_limit() -> None:
-    owner = User.objects.create_user("owner@example.com", "pw-123456789")
-    organization = organization_create(name="Busy", slug="busy", owner=owner)
-    membership = Membership.objects.get(organization=organization)
-    PriceOverride.objects.create(
-        organization=organization,
-        provider="sim",
-        model="m",
-        input_per_mtok=0,
-        output_per_mtok=PRICE_OUT,
-    )
-    org_limit = make_limit(organization, "1.00", period="day")  # 0.03 a call: room for 33
-    make_limit(organization, "100", scope="member", membership=membership, period="day")
-    env = os.environ | {
-        "DATABASE_URL": _test_database_url(),
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-    }
-    start_at = str(time.time() + 3)  # every worker starts at once, after its Django is up
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(membership.pk), "12", start_at],
-            cwd=settings.BASE_DIR,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(6)
-    ]
-    outcomes = []
-    for worker in workers:
-        out, err = worker.communicate(timeout=120)
-        assert worker.returncode == 0, err[-2000:]
-        outcomes += [line.split()[1] for line in out.splitlines() if line.startswith("outcome ")]
-    assert len(outcomes) == 72
-    assert outcomes.count("ok") == 33
-    assert set(outcomes) == {"ok", "budget_exceeded"}
-    row = SpendingCounter.objects.get(limit=org_limit)
-    ledger = Ledger.objects.filter(organization=organization).aggregate(t=Sum("cost"))["t"]
-    assert row.spent == ledger == Decimal("0.99") and row.reserved == 0
-
-
-# The event-loop worker: admission and settlement as a server runs them on PostgreSQL, one
-# statement each on the loop's own connection (config.apg), a third of the calls failing before
-# any provider answered (their reservations given back, nothing spent). Prints each call's
-# outcome and whether its admission and settlement stayed on the loop.
-LOOP_WORKER = """
-import asyncio, sys, time, uuid
-import django
-django.setup()
-from accounts.models import Membership
-from config import apg
-from providers.adapters.base import Endpoint, Usage
-from providers.admission import AdmissionRefused, admit_on_loop, admit_sync, settle_on_loop
-from providers.calls import Candidate
-from providers.routing import ModelLimits, Route
-from providers.snapshot import snapshot
-
-membership_id, calls, start_at = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-candidate = Candidate("sim", "m", Endpoint("openai", None, "k"), None, "k")
-route = Route("sim", "m", [candidate], ModelLimits(1000, 1000, (0.0, 2.0)))
-membership = Membership.objects.select_related("organization").get(pk=membership_id)
-snapshot(membership.organization)  # read before the first call, as a server has
-
+# On the event loop, as a server runs calls on PostgreSQL: one statement each on the loop's own
+# connection (config.apg), a third of the calls failing before any provider answered (their
+# reservations given back, nothing spent). Also prints whether admission and settlement stayed
+# on the loop.
+LOOP_WORKER = (
+    WORKER_SETUP
+    + """
 async def main():
-    assert apg.enabled()
     await asyncio.sleep(max(0.0, start_at - time.time()))
     for n in range(calls):
         rid = uuid.uuid4().hex
@@ -546,6 +487,78 @@ async def main():
 
 asyncio.run(main())
 """
+)
+
+
+def _test_database_url() -> str:
+    from urllib.parse import urlparse, urlunparse
+
+    parsed = urlparse(os.environ["DATABASE_URL"])
+    return urlunparse(parsed._replace(path="/" + connection.settings_dict["NAME"]))
+
+
+def _busy_organisation(members: int) -> tuple[Organization, list[Membership], SpendingLimit]:
+    """An organisation with a hard daily limit of 1.00 (room for 33 calls at 0.03), `members`
+    members each with a hard member limit too (every call locks two counters), a price."""
+    owner = User.objects.create_user("owner@example.com", "pw-123456789")
+    organization = organization_create(name="Busy", slug="busy", owner=owner)
+    PriceOverride.objects.create(
+        organization=organization,
+        provider="sim",
+        model="m",
+        input_per_mtok=0,
+        output_per_mtok=PRICE_OUT,
+    )
+    found = [Membership.objects.get(organization=organization)]
+    for n in range(members - 1):
+        user = User.objects.create_user(f"m{n}@example.com", "pw-123456789")
+        found.append(Membership.objects.create(user=user, organization=organization))
+    org_limit = make_limit(organization, "1.00", period="day")
+    for membership in found:
+        make_limit(organization, "100", scope="member", membership=membership, period="day")
+    return organization, found, org_limit
+
+
+def _run_workers(script: str, memberships: list[int], calls: int, **env: str) -> list[list[str]]:
+    """Run one worker per membership id, all starting at once after their Django is up; the
+    words of every outcome line (each worker must print one per call)."""
+    env = os.environ | {
+        "DATABASE_URL": _test_database_url(),
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        **env,
+    }
+    start_at = str(time.time() + 3)
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(membership), str(calls), start_at],
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for membership in memberships
+    ]
+    lines = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err[-2000:]
+        mine = [line.split()[1:] for line in out.splitlines() if line.startswith("outcome ")]
+        assert len(mine) == calls, (out, err[-2000:])
+        lines += mine
+    return lines
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="needs PostgreSQL (set DATABASE_URL)")
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_processes_never_overshoot_a_hard_limit() -> None:
+    organization, (membership,), org_limit = _busy_organisation(1)
+    outcomes = [line[0] for line in _run_workers(WORKER, [membership.pk] * 6, 12)]
+    assert outcomes.count("ok") == 33
+    assert set(outcomes) == {"ok", "budget_exceeded"}
+    row = SpendingCounter.objects.get(limit=org_limit)
+    ledger = Ledger.objects.filter(organization=organization).aggregate(t=Sum("cost"))["t"]
+    assert row.spent == ledger == Decimal("0.99") and row.reserved == 0
 
 
 def _deadlocks() -> int:
@@ -557,48 +570,11 @@ def _deadlocks() -> int:
 @pytest.mark.skipif(not ON_POSTGRES, reason="needs PostgreSQL (set DATABASE_URL)")
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_processes_on_the_event_loop_never_overshoot_or_deadlock() -> None:
-    owner = User.objects.create_user("owner@example.com", "pw-123456789")
-    organization = organization_create(name="Busy", slug="busy", owner=owner)
-    PriceOverride.objects.create(
-        organization=organization,
-        provider="sim",
-        model="m",
-        input_per_mtok=0,
-        output_per_mtok=PRICE_OUT,
-    )
-    members = [Membership.objects.get(organization=organization)]
-    for n in range(2):
-        user = User.objects.create_user(f"m{n}@example.com", "pw-123456789")
-        members.append(Membership.objects.create(user=user, organization=organization))
-    amount, per_call, workers_n = Decimal("1.00"), Decimal("0.03"), 6
-    org_limit = make_limit(organization, amount, period="day")
-    for membership in members:  # every call locks two counters, shared with other workers
-        make_limit(organization, "100", scope="member", membership=membership, period="day")
-    env = os.environ | {
-        "DATABASE_URL": _test_database_url(),
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "GATEHOUSE_DB_ASYNC": "true",
-    }
+    organization, members, org_limit = _busy_organisation(3)
+    amount, per_call, workers_n = org_limit.amount, Decimal("0.03"), 6
     deadlocks = _deadlocks()
-    start_at = str(time.time() + 3)
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-c", LOOP_WORKER, str(members[n % 3].pk), "18", start_at],
-            cwd=settings.BASE_DIR,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for n in range(workers_n)
-    ]
-    lines = []
-    for worker in workers:
-        out, err = worker.communicate(timeout=120)
-        assert worker.returncode == 0, err[-2000:]
-        mine = [line.split()[1:] for line in out.splitlines() if line.startswith("outcome ")]
-        assert len(mine) == 18, (out, err[-2000:])
-        lines += mine
+    memberships = [members[n % 3].pk for n in range(workers_n)]
+    lines = _run_workers(LOOP_WORKER, memberships, 18, GATEHOUSE_DB_ASYNC="true")
     outcomes = [line[0] for line in lines]
     assert set(outcomes) == {"ok", "failed", "budget_exceeded"}
     admitted = [line for line in lines if line[0] != "budget_exceeded"]
