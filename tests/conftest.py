@@ -7,6 +7,7 @@ import os
 import socket
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlparse
 
@@ -173,6 +174,19 @@ def _database_work_in_the_calling_thread() -> None:
     connections (config.apg) are off: tests of them turn them on with committed data."""
     settings.GATEHOUSE_DB_THREADS = 0
     settings.GATEHOUSE_DB_ASYNC = False
+
+
+@pytest.fixture(autouse=True)
+def _channel_layer_per_test() -> Iterator[None]:
+    """Each test runs on an event loop of its own, and a channel layer keeps state bound to the
+    loop that used it: the Redis layer's connections, and its receive lock, held while any
+    receive is pending. A receive still pending when a test's loop closed never gives that lock
+    back, and every later socket then fails with "bound to a different event loop" (a red CI
+    run, 2026-12-08). So each test gets a layer of its own, as a server process has one loop."""
+    yield
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
 
 
 @pytest.fixture(scope="session", autouse=True)
