@@ -38,7 +38,7 @@ OTHER_PROVIDERS = [
 ]
 
 
-def seed(*, simulator_url: str, run_id: str) -> dict[str, Any]:
+def seed(*, simulator_url: str, run_id: str, member_limit: bool = False) -> dict[str, Any]:
     user = User.objects.create_user(f"bench-{run_id}@example.com")
     organization = organization_create(name=f"Bench {run_id}", slug=f"bench-{run_id}", owner=user)
     organization.default_provider, organization.default_model = "openai", MODEL
@@ -83,6 +83,16 @@ def seed(*, simulator_url: str, run_id: str) -> dict[str, Any]:
         amount=Decimal("1000000"),
         hard=True,
     )
+    if member_limit:  # `--member-limit`: a member budget too, as budgeted organisations have
+        SpendingLimit.objects.create(
+            organization=organization,
+            name="bench member",
+            scope=SpendingLimit.Scope.MEMBER,
+            membership=membership,
+            period=SpendingLimit.Period.MONTH,
+            amount=Decimal("1000000"),
+            hard=True,
+        )
     issued = token_issue(membership=membership, name="bench")
     return {
         "organization": organization.slug,
@@ -96,8 +106,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--simulator-url", required=True)
     parser.add_argument("--run-id", required=True)
+    parser.add_argument("--member-limit", action="store_true")
     args = parser.parse_args()
-    print(json.dumps(seed(simulator_url=args.simulator_url, run_id=args.run_id)))
+    seeded = seed(
+        simulator_url=args.simulator_url, run_id=args.run_id, member_limit=args.member_limit
+    )
+    print(json.dumps(seeded))
 
 
 if __name__ == "__main__":

@@ -144,9 +144,18 @@ def migrate(setup: GatehouseSetup) -> None:
     _manage(setup, "manage.py", "migrate", "--noinput")
 
 
-def seed(setup: GatehouseSetup, *, simulator_url: str, run_id: str) -> dict[str, Any]:
+def seed(
+    setup: GatehouseSetup, *, simulator_url: str, run_id: str, member_limit: bool = False
+) -> dict[str, Any]:
+    flags = ["--member-limit"] if member_limit else []
     out = _manage(
-        setup, str(BENCH / "seed.py"), "--simulator-url", simulator_url, "--run-id", run_id
+        setup,
+        str(BENCH / "seed.py"),
+        "--simulator-url",
+        simulator_url,
+        "--run-id",
+        run_id,
+        *flags,
     )
     setup.seed = json.loads(out.strip().splitlines()[-1])
     return setup.seed

@@ -47,6 +47,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="extra environment for Gatehouse (repeatable), e.g. DATABASE_CONN_MAX_AGE=0",
     )
+    parser.add_argument(
+        "--member-limit",
+        action="store_true",
+        help="give the bench member a hard spending limit too (an organisation budget and a "
+        "member budget: every call reserves on and charges two limits)",
+    )
     return parser.parse_args(argv)
 
 
@@ -83,7 +89,7 @@ class Servers:
         sim = self._keep(start_simulator())
         self.sim = Endpoint(url=sim.url, pid=sim.pid)
 
-    def start_gatehouse(self, run_id: str, extra_env: list[str]) -> None:
+    def start_gatehouse(self, run_id: str, extra_env: list[str], member_limit: bool) -> None:
         self.run_id = run_id
         try:
             setup = prepare_environment(run_id)
@@ -94,7 +100,11 @@ class Servers:
             self.notes += setup.notes
             self.database = setup.database
             migrate(setup)
-            seeded = seed(setup, simulator_url=self.sim.url or "", run_id=run_id)
+            seeded = seed(
+                setup, simulator_url=self.sim.url or "", run_id=run_id, member_limit=member_limit
+            )
+            if member_limit:
+                self.notes.append("The bench member had a hard member limit too (--member-limit).")
             server = self._keep(start_gatehouse(setup.env))
         except Exception as exc:  # a tree mid-change makes the arms unavailable, not the run
             detail = " ".join(str(exc).split())[-600:]  # one line: it lands in table cells
@@ -235,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     try:
         servers.start_simulator()
-        servers.start_gatehouse(run_id, args.server_env)
+        servers.start_gatehouse(run_id, args.server_env, args.member_limit)
         if args.suite in ("all", "gateway"):
             servers.start_peer(not args.no_peer)
         print(f"bench: servers up in {time.monotonic() - began:.1f}s; measuring", flush=True)
