@@ -9,11 +9,11 @@ event loop itself, and PostgreSQL prepares them after a few uses (psycopg's
 `prepare_threshold`), which also saves its parse and plan time.
 
 Connections are this module's own (a small pool per event loop, autocommit, UTC), opened with the
-parameters of Django's default database. A statement commits by itself, unless it runs in
-`transaction()` (the settlement of a call). Only for PostgreSQL, and only where
-`GATEHOUSE_DB_ASYNC` is on: the in-process test suite runs each test inside one connection's
-transaction, which these connections would not see, so it turns this off and every caller falls
-back to its thread-hop path.
+parameters of Django's default database. Each statement commits by itself: where several writes
+must commit together (the settlement of a call), they are one statement. Only for PostgreSQL,
+and only where `GATEHOUSE_DB_ASYNC` is on: the in-process test suite runs each test inside one
+connection's transaction, which these connections would not see, so it turns this off and every
+caller falls back to its thread-hop path.
 """
 
 from __future__ import annotations
@@ -154,14 +154,6 @@ async def fetchall(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
     """Every row of one statement (autocommit)."""
     async with _connection() as conn:
         return await (await conn.execute(sql, params)).fetchall()
-
-
-@asynccontextmanager
-async def transaction() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    """A connection inside a transaction: committed when the block ends, rolled back when it
-    raises (the exception goes on)."""
-    async with _connection() as conn, conn.transaction():
-        yield conn
 
 
 async def close() -> None:

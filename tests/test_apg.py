@@ -1,5 +1,5 @@
-"""The event loop's own PostgreSQL connections (config.apg): statements, transactions, the pool,
-and what a failed statement or connection leaves behind."""
+"""The event loop's own PostgreSQL connections (config.apg): statements, the pool, and what a
+failed statement or connection leaves behind."""
 
 from __future__ import annotations
 
@@ -43,8 +43,7 @@ async def test_statements_read_the_test_database_and_commit_by_themselves() -> N
 
 
 async def _ddl(sql: str) -> None:
-    async with apg.transaction() as conn:
-        await conn.execute(sql)
+    await apg.execute(sql, [])
 
 
 def _count(table: str) -> int:
@@ -55,20 +54,6 @@ def _count(table: str) -> int:
 def _where() -> dict:
     params = connection.get_connection_params()
     return {k: params[k] for k in ("user", "host", "port", "password") if params.get(k)}
-
-
-async def test_a_transaction_commits_at_the_end_and_rolls_back_on_error() -> None:
-    await _ddl("CREATE TABLE apg_tx (v int)")
-    try:
-        async with apg.transaction() as conn:
-            await conn.execute("INSERT INTO apg_tx VALUES (1)")
-        with pytest.raises(ZeroDivisionError):
-            async with apg.transaction() as conn:
-                await conn.execute("INSERT INTO apg_tx VALUES (2)")
-                raise ZeroDivisionError
-        assert await apg.fetchall("SELECT v FROM apg_tx", []) == [(1,)]
-    finally:
-        await _ddl("DROP TABLE apg_tx")
 
 
 async def test_connections_are_reused_and_a_failed_statement_leaves_its_connection_usable() -> None:
