@@ -36,7 +36,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "admission-latest.json"
 HISTORY = [{"role": "user", "content": "word " * 200}]
-SETUPS = ["no limit", "one hard limit", "two hard limits", "two hard + one soft"]
+SETUPS = [
+    "no limit",
+    "one hard limit",
+    "two hard limits",
+    "two hard + one soft",
+    "two hard + rate limits",
+]
 
 
 def _fernet_key() -> str:
@@ -53,7 +59,14 @@ def _setup_django() -> None:
     if url is None:
         sys.exit("PostgreSQL is not reachable on 127.0.0.1:5432.")
     os.environ["DATABASE_URL"] = url
-    os.environ.pop("REDIS_URL", None)  # no rate limits are set: Redis is never asked
+    # Rate limits are counted in Redis (the bench's database 9); without it that set-up is left out.
+    from gatehouse_bench.gatehouse_setup import REDIS_URL, _redis_up
+
+    if _redis_up():
+        os.environ["REDIS_URL"] = REDIS_URL
+    else:
+        os.environ.pop("REDIS_URL", None)
+        SETUPS.remove("two hard + rate limits")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     # Production settings: with DEBUG on, Django would also record every query it runs.
     os.environ["DEBUG"] = "false"
@@ -74,7 +87,7 @@ def _organisations(run_id: str) -> dict[str, Any]:
     """One organisation per set-up, each with one member; the memberships, organisation loaded."""
     from accounts.models import Membership, User
     from accounts.services import organization_create
-    from providers.models import PriceOverride, SpendingLimit
+    from providers.models import CostPolicy, PriceOverride, SpendingLimit
 
     found = {}
     for n, name in enumerate(SETUPS):
@@ -98,6 +111,14 @@ def _organisations(run_id: str) -> dict[str, Any]:
         if name.startswith("two"):
             SpendingLimit.objects.create(
                 organization=org, scope="member", membership=membership, amount=big, period="month"
+            )
+        if name.endswith("rate limits"):  # far above what the run sends: never refused
+            CostPolicy.objects.update_or_create(
+                organization=org,
+                defaults={
+                    "org_requests_per_minute": 1_000_000,
+                    "member_tokens_per_minute": 1_000_000_000,
+                },
             )
         if name.endswith("soft"):
             SpendingLimit.objects.create(

@@ -32,9 +32,11 @@ call returns the first row and moves nothing.
 Limits, policy and prices come from the organisation's snapshot (`providers.snapshot`): no
 query reads them. On PostgreSQL, `admit` and `settle` each cost one statement on the event
 loop's own connection (`config.apg`), however many limits apply: the reservation on every hard
-limit, all or nothing; the ledger row with every counter's move. Rate limits (counted in Redis),
-SQLite, a missing counter row and a refusal take one hop to a worker thread (`config.dbhop`)
-instead, where the same work is a short transaction; `release` always does.
+limit, all or nothing; the ledger row with every counter's move. Rate limits are counted in
+Redis: their admission takes one hop to a worker thread (`config.dbhop`), and their settlement
+gives unused tokens back in one hop after its statement. SQLite, a missing counter row and a
+refusal take the thread path too, where the same work is a short transaction; so does
+`release`.
 """
 
 from __future__ import annotations
@@ -518,10 +520,15 @@ def settle_sync(
         if existing is None:
             raise
         return existing
+    _refund_unused(admission, usage)
+    return record
+
+
+def _refund_unused(admission: Admission, usage: Usage | None) -> None:
+    """Give the rate-limit tokens the call did not use back to its allowance (Redis)."""
     used = (usage.input_tokens + usage.output_tokens) if usage else 0
     unused = admission.input_tokens + admission.max_tokens - used
     ratelimit.refund(ticket=admission.ticket, tokens=unused, marker=admission.request_id)
-    return record
 
 
 #: statements of the caller committed with the ledger row, naming its id as `budget.LEDGER_ID`
@@ -538,11 +545,11 @@ async def settle_on_loop(
 ) -> UsageRecord | None:
     """`settle_sync` on the event loop (`config.apg`, PostgreSQL), with `also` — statements of
     the caller, such as the final state of a chat answer — in the same statement: one round
-    trip, however many limits apply (`budget.settle_statement`). None, with nothing written,
-    where it cannot: no such connection, rate-limit tokens to give back (they live in Redis,
-    counted by the sync path), a ledger row already there, a limit deleted meanwhile. The caller
-    then settles with `settle_sync`, which handles each of those."""
-    if not apg.enabled() or admission.ticket is not None:
+    trip, however many limits apply (`budget.settle_statement`); rate-limit tokens to give back
+    (they live in Redis) go back after it, in one hop to a thread. None, with nothing written,
+    where it cannot: no such connection, a ledger row already there, a limit deleted meanwhile.
+    The caller then settles with `settle_sync`, which handles each of those."""
+    if not apg.enabled():
         return None
     record, slots, cost_value = _settlement(admission, candidate, usage, fields)
     sql, values = insert_statement(record)
@@ -567,11 +574,12 @@ async def settle_on_loop(
         # existing row, skips a deleted limit, or simply runs again.
         return None
     inserted(record, record_id)
-    if any(alerts_due(counter) for counter in charged):
+    due = any(alerts_due(counter) for counter in charged)
+    if due or admission.ticket is not None:
         # Alerts are claimed once per threshold by a conditional UPDATE, so firing them after
         # the commit is as exact as inside it; a crash in between leaves the threshold
-        # unclaimed, and the next settlement fires it.
-        await db_hop(_alerts_check_atomic, admission.organization_id, charged)
+        # unclaimed, and the next settlement fires it. The refund is once per request id too.
+        await db_hop(_after_settlement, admission, usage, charged if due else [])
     return record
 
 
@@ -583,9 +591,13 @@ def _held(admission: Admission) -> list[budget.Slot]:
     return budget.slots_for(hard, now=admission.admitted_at, tz=admission.timezone)
 
 
-def _alerts_check_atomic(organization_id: int, charged: list[budget.Charged]) -> None:
-    with transaction.atomic():
-        alerts_check(organization_id=organization_id, charged=charged)
+def _after_settlement(
+    admission: Admission, usage: Usage | None, charged: list[budget.Charged]
+) -> None:
+    if charged:
+        with transaction.atomic():
+            alerts_check(organization_id=admission.organization_id, charged=charged)
+    _refund_unused(admission, usage)
 
 
 async def settle(

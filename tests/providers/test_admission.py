@@ -456,6 +456,31 @@ async def test_tokens_per_minute_are_given_back_at_settlement(acme, bob_m, fresh
     await admit(request_id=rid(), membership=bob_m, route=route(), messages=HELLO, max_tokens=300)
 
 
+async def test_a_rate_limited_call_settles_on_the_event_loop_and_gives_tokens_back(
+    acme, bob_m, fresh_prefix, db_path
+) -> None:
+    await CostPolicy.objects.acreate(organization=acme, org_tokens_per_minute=1000)
+    await sync_to_async(limit)(acme, "10")
+    await sync_to_async(limit)(acme, "10", scope="member", membership_id=bob_m.pk)
+    first = await admit(
+        request_id=rid(), membership=bob_m, route=route(), messages=HELLO, max_tokens=300
+    )
+    await admit(request_id=rid(), membership=bob_m, route=route(), messages=HELLO, max_tokens=300)
+    record = await admissions.settle_on_loop(
+        first, candidate(), USED, status="ok", error_code="", latency_ms=1, ttft_ms=1
+    )
+    if db_path == "event loop":  # the ledger row and both limits in one statement, then Redis
+        assert record is not None and record.cost == Decimal("0.00075")
+    else:
+        assert record is None
+        await finish(first)
+    # 250 of the 400 tokens counted came back: 550 + 400 fits in 1000.
+    await admit(request_id=rid(), membership=bob_m, route=route(), messages=HELLO, max_tokens=300)
+    # Each limit: the settled call's cost spent, the two calls still open reserved (0.00325 each).
+    counters = [(c.spent, c.reserved) async for c in SpendingCounter.objects.all()]
+    assert counters == [(Decimal("0.00075"), Decimal("0.0065"))] * 2
+
+
 async def test_budget_refusal_gives_back_the_rate_limit_tokens(acme, bob_m, fresh_prefix) -> None:
     await CostPolicy.objects.acreate(organization=acme, org_tokens_per_minute=600)
     await sync_to_async(limit)(acme, "0")
