@@ -60,9 +60,9 @@ def _setup_django() -> None:
         sys.exit("PostgreSQL is not reachable on 127.0.0.1:5432.")
     os.environ["DATABASE_URL"] = url
     # Rate limits are counted in Redis (the bench's database 9); without it that set-up is left out.
-    from gatehouse_bench.gatehouse_setup import REDIS_URL, _redis_up
+    from gatehouse_bench.gatehouse_setup import REDIS_URL, redis_up
 
-    if _redis_up():
+    if redis_up():
         os.environ["REDIS_URL"] = REDIS_URL
     else:
         os.environ.pop("REDIS_URL", None)
@@ -137,16 +137,10 @@ def _route() -> Any:
     return Route("openai", "sim-gpt", [candidate], ModelLimits(128000, 4096, (0.0, 2.0)))
 
 
-def _postgres_pids() -> list[int]:
-    from gatehouse_bench.procinfo import _all_pids, _stat_fields
-
-    return [pid for pid in _all_pids() if (fields := _stat_fields(pid)) and fields[0] == "postgres"]
-
-
 def _db_cpu() -> float:
-    from gatehouse_bench.procinfo import runtime_by_pid
+    from gatehouse_bench.procinfo import pids_named, runtime_by_pid
 
-    return sum(runtime_by_pid(_postgres_pids()).values())
+    return sum(runtime_by_pid(pids_named("postgres")).values())
 
 
 async def _cycles(membership: Any, calls: int) -> dict[str, list[float]]:

@@ -552,6 +552,7 @@ async def settle_on_loop(
     if not apg.enabled():
         return None
     record, slots, cost_value = _settlement(admission, candidate, usage, fields)
+    cost = cost_value or ZERO
     sql, values = insert_statement(record)
     try:
         if not admission.limits and also is None:
@@ -564,11 +565,11 @@ async def settle_on_loop(
                 request_id=admission.request_id,
                 slots=slots,
                 held=_held(admission),
-                cost=cost_value or ZERO,
+                cost=cost,
                 also=also(budget.LEDGER_ID) if also else (),
             )
             rows = await apg.fetchall(*statement)
-            record_id, charged = budget.settled(rows, slots, cost_value or ZERO)
+            record_id, charged = budget.settled(rows, slots, cost)
     except (psycopg.IntegrityError, psycopg.errors.DeadlockDetected):
         # Rolled back whole (a statement is its own transaction): the sync path finds the
         # existing row, skips a deleted limit, or simply runs again.
@@ -588,7 +589,7 @@ def _held(admission: Admission) -> list[budget.Slot]:
     if admission.reserved <= 0:
         return []
     hard = [limit for limit in admission.limits if limit.hard]
-    return budget.slots_for(hard, now=admission.admitted_at, tz=admission.timezone)
+    return _holding(hard, admission.admitted_at, admission.timezone)[0]
 
 
 def _after_settlement(

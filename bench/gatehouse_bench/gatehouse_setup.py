@@ -76,7 +76,7 @@ def postgres_database(name: str = PG_DATABASE) -> str | None:
     return f"postgres://postgres@127.0.0.1:5432/{name}"
 
 
-def _redis_up() -> bool:
+def redis_up() -> bool:
     try:
         return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping())
     except redis.RedisError:
@@ -113,7 +113,7 @@ def prepare_environment(run_id: str) -> GatehouseSetup:
         SQLITE_PATH.unlink(missing_ok=True)
         env["DATABASE_URL"], database = f"sqlite:///{SQLITE_PATH}", "sqlite"
         notes.append("PostgreSQL unreachable: Gatehouse ran on SQLite (not production-like).")
-    has_redis = _redis_up()
+    has_redis = redis_up()
     if has_redis:
         env["REDIS_URL"] = REDIS_URL
     else:

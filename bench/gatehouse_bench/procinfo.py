@@ -120,14 +120,19 @@ def runtime_by_pid(pids: Iterable[int]) -> dict[int, float]:
     return found
 
 
-def redis_pids() -> list[int]:
-    """Redis serves the whole machine; its CPU is read whole and reported as indicative."""
+def pids_named(prefix: str) -> list[int]:
+    """The processes whose command name starts with `prefix` ("redis-server", "postgres")."""
     found = []
     for pid in _all_pids():
         fields = _stat_fields(pid)
-        if fields is not None and fields[0].startswith("redis-server"):
+        if fields is not None and fields[0].startswith(prefix):
             found.append(pid)
     return found
+
+
+def redis_pids() -> list[int]:
+    """Redis serves the whole machine; its CPU is read whole and reported as indicative."""
+    return pids_named("redis-server")
 
 
 def machine_busy_seconds() -> float:
